@@ -1,0 +1,194 @@
+"""What an accepted message does to tickets: open one, add to one, or open a follow-up.
+
+Called by ``pipeline.process_one`` inside its transaction. Life-cycle decisions
+come from the pure ``lifecycle`` module; this module carries them out in storage
+and hands the notices to ``mailer``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from gateway import lifecycle, notifications
+from gateway.checklist import missing_information
+from gateway.classify import Classification, is_role_address
+from gateway.config import Settings
+from gateway.fields import parse_agent_commands, parse_ticket_fields
+from gateway.mailer import Deps, agent_recipients, queue, recipient_for_account, ticket_facts
+from gateway.notifications import MessageFacts, Recipient
+from gateway.parsing import ParsedMessage
+from gateway.quotes import VisibleText
+from gateway.subjects import remove_ticket_tags, strip_reply_prefixes, subject_from_text
+from gateway.threader import ThreadMatch
+from gateway.tokens import plus_token
+from storage import queries
+from storage import tickets as store
+from storage.models import Account, Inbound, Organization, Ticket
+
+
+@dataclass(frozen=True)
+class Sender:
+    email: str
+    name: str
+    is_agent: bool
+    account: Account | None
+    org_id: int | None
+    org_name: str | None
+    recipient: Recipient
+
+    @classmethod
+    def load(cls, session: Session, email: str, display_name: str, settings: Settings) -> "Sender":
+        agent = queries.agent_by_email(session, email)
+        if agent is not None:
+            from gateway.mailer import recipient_for_agent
+            return cls(email, agent.name or display_name, True, None, None, None, recipient_for_agent(agent))
+        account = queries.account_by_email(session, email)
+        org = session.get(Organization, account.organization_id)
+        return cls(email, account.name or display_name, False, account, org.id, org.name,
+                   recipient_for_account(session, account, settings, "customer"))
+
+
+def open_new_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: ParsedMessage, sender: Sender,
+                    body: VisibleText, now, followup_of: Ticket | None = None) -> int:
+    """Open a ticket (or a follow-up of ``followup_of``) from a customer's mail; returns its number."""
+    desk = deps.settings.desk
+    text = body.full_text if followup_of is None else body.text
+    fields = parse_ticket_fields(text, desk.modules)
+    type_ = fields.type if fields.type_given or followup_of is None else followup_of.type
+    priority = fields.priority if type_ == "problem" else None
+    if followup_of is not None and not fields.priority and type_ == followup_of.type:
+        priority = followup_of.priority
+    module = fields.module or (followup_of.module if followup_of is not None else None)
+    subject = _ticket_subject(parsed.subject, fields.text)
+    ticket = store.open_ticket(session, org_id=sender.org_id, requester_id=sender.account.id, subject=subject,
+                               type_=type_, priority=priority, module=module, now=now,
+                               followup_of=followup_of.id if followup_of else None)
+    added, refused = _sort_ccs(session, deps, parsed, sender)
+    queries.add_ccs(session, ticket.id, added)
+    store.add_message(session, ticket, author_email=sender.email, author_kind="customer",
+                      message_id=parsed.message_id, in_reply_to=parsed.in_reply_to, references=parsed.references,
+                      subject=parsed.subject, text=fields.text.strip() or text, full_text=body.full_text,
+                      strip_rule="first-message-kept" if followup_of is None else body.rule,
+                      internal=False, inbound_id=inbound.id, now=now, attachments=parsed.attachments)
+    queries.add_event(session, ticket.id, now, sender.email, "created",
+                      f"opened by mail; type {type_}, priority {priority or 'none'}, module {module or 'none'}")
+    extra = {
+        "ccs_added": [a.email for a in added], "ccs_refused": refused,
+        "priority_ignored": bool(fields.priority_given) and type_ != "problem",
+        "module_unknown": fields.module_given if fields.module_unknown else None,
+        "modules": list(desk.modules),
+        "missing_info": missing_information(fields.text, [a.filename for a in parsed.attachments])
+        if type_ == "problem" else [],
+        "attachments": [{"filename": a.filename, "size": len(a.content)} for a in parsed.attachments],
+    }
+    notices = ("ticket_created", "agent_notice:new_ticket")
+    if followup_of is not None:
+        extra["previous"] = {"number": followup_of.id, "subject": followup_of.subject}
+        notices = ("followup_created", "agent_notice:followup")
+        queries.add_event(session, followup_of.id, now, sender.email, "followup",
+                          f"follow-up #{ticket.id} opened by a reply after the ticket was closed")
+    _notify(session, deps, ticket, notices, sender, fields.text, parsed, extra, now)
+    return ticket.id
+
+
+def _ticket_subject(subject: str, text: str) -> str:
+    cleaned = strip_reply_prefixes(remove_ticket_tags(subject or "")).strip()
+    return cleaned or subject_from_text(text)
+
+
+def _sort_ccs(session: Session, deps: Deps, parsed: ParsedMessage, sender: Sender):
+    """Split the mail's other addressees into accounts added as CCs and addresses left off (with a reason code)."""
+    added: list[Account] = []
+    refused: list[dict] = []
+    support = deps.settings.smtp.support_address
+    for address in dict.fromkeys([*parsed.to, *parsed.cc]):
+        if address == sender.email or plus_token(address, support) is not None:
+            continue
+        if queries.agent_by_email(session, address) is not None:
+            continue
+        account = queries.account_by_email(session, address)
+        reason = _cc_refusal(account, address, sender, deps.settings)
+        if reason:
+            refused.append({"email": address, "reason": reason})
+        elif account not in added:
+            added.append(account)
+    return added, refused
+
+
+def _cc_refusal(account: Account | None, address: str, sender: Sender, settings: Settings) -> str | None:
+    if is_role_address(address, settings.desk.shared_local_parts):
+        return "shared_address"
+    if account is None:
+        return "not_registered"
+    if account.organization_id != sender.org_id:
+        return "other_organization"
+    if not account.active:
+        return "inactive"
+    return None
+
+
+def on_existing_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: ParsedMessage, sender: Sender,
+                       classification: Classification, match: ThreadMatch, body: VisibleText, now):
+    ticket = session.get(Ticket, match.ticket_number)
+    if sender.is_agent:
+        return _agent_message(session, deps, inbound, parsed, sender, ticket, match, body, now)
+    automatic = classification.auto_generated or classification.bounce
+    transition = lifecycle.apply(store.state_of(ticket), lifecycle.CustomerMessage(auto_generated=automatic),
+                                 now, deps.settings.lifecycle)
+    if transition.followup:
+        number = open_new_ticket(session, deps, inbound, parsed, sender, body, now, followup_of=ticket)
+        return "followup_created", (f"follow-up #{number} of #{ticket.id} ({ticket.status}): "
+                                    f"{match.reason}"), number
+    added, _ = _sort_ccs(session, deps, parsed, sender) if not automatic else ([], [])
+    queries.add_ccs(session, ticket.id, added)
+    store.add_message(session, ticket, author_email=sender.email, author_kind="customer",
+                      message_id=parsed.message_id, in_reply_to=parsed.in_reply_to, references=parsed.references,
+                      subject=parsed.subject, text=body.text, full_text=body.full_text, strip_rule=body.rule,
+                      internal=not transition.public, inbound_id=inbound.id, now=now,
+                      attachments=parsed.attachments)
+    _record(session, ticket, transition, sender.email, now)
+    store.save_state(session, ticket, transition.state, now)
+    _notify(session, deps, ticket, transition.notices, sender, body.text, parsed, {}, now)
+    note = " as an internal note (automatic mail)" if automatic else ""
+    return "reply", f"{match.reason}{note}", ticket.id
+
+
+def _agent_message(session, deps, inbound, parsed, sender, ticket: Ticket, match, body: VisibleText, now):
+    commands = parse_agent_commands(body.text, deps.settings.desk.modules)
+    event = lifecycle.AgentMessage(
+        has_text=bool(commands.text.strip()), internal=commands.note,
+        status=lifecycle.Status(commands.status) if commands.status in lifecycle.AGENT_SETTABLE else None,
+        priority=commands.priority, type=commands.type,
+        module=commands.module if commands.module in deps.settings.desk.modules else None,
+    )
+    transition = lifecycle.apply(store.state_of(ticket), event, now, deps.settings.lifecycle)
+    store.add_message(session, ticket, author_email=sender.email, author_kind="agent",
+                      message_id=parsed.message_id, in_reply_to=parsed.in_reply_to, references=parsed.references,
+                      subject=parsed.subject, text=commands.text.strip(), full_text=body.full_text,
+                      strip_rule=body.rule, internal=not transition.public, inbound_id=inbound.id, now=now,
+                      attachments=parsed.attachments)
+    _record(session, ticket, transition, sender.email, now)
+    for error in commands.errors:
+        queries.add_event(session, ticket.id, now, sender.email, "command-error", error)
+    store.save_state(session, ticket, transition.state, now)
+    extra = {"reopen_until": lifecycle.reopen_deadline(transition.state, deps.settings.lifecycle)}
+    _notify(session, deps, ticket, transition.notices, sender, commands.text.strip(), parsed, extra, now)
+    kind = "internal note" if not transition.public else "agent reply"
+    return "reply", f"{match.reason} ({kind})", ticket.id
+
+
+def _record(session: Session, ticket: Ticket, transition: lifecycle.Transition, actor: str, now) -> None:
+    for change in transition.changes:
+        queries.add_event(session, ticket.id, now, actor, "change", change)
+
+
+def _notify(session, deps, ticket: Ticket, notices, sender: Sender, text: str, parsed: ParsedMessage,
+            extra: dict, now) -> None:
+    if not notices:
+        return
+    facts = ticket_facts(session, ticket, deps)
+    message = MessageFacts(sender.email, sender.name or parsed.from_name, text)
+    planned = notifications.plan(notices, facts, message, agent_recipients(session),
+                                 author=sender.recipient, extra=extra)
+    queue(session, deps, ticket, facts, planned, parsed.message_id, now)

@@ -1,0 +1,207 @@
+"""Configuration: a TOML file -> frozen dataclasses.
+
+Every key is optional and documented in ``config.example.toml``; an unknown
+section or key, or a value of the wrong type, is a :class:`ConfigError` with one
+clear line. Relative paths (the SQLite file, the Maildir) are resolved against
+the folder of the configuration file, or the working directory without one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+ENV_VAR = "POSTDESK_CONFIG"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///postdesk.db"
+    busy_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 2525
+    support_address: str = "support@desk.example.com"
+    max_message_bytes: int = 26_214_400
+    max_recipients: int = 50
+    hostname: str = "desk.example.com"
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    transport: str = "maildir"
+    maildir: str = "outbox"
+    relay_host: str = "127.0.0.1"
+    relay_port: int = 25
+    from_name: str = "Postdesk Support"
+    max_attempts: int = 8
+    retry_base_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    host: str = "127.0.0.1"
+    port: int = 143
+    ssl: bool = False
+    username: str = ""
+    password: str = ""
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    failed_folder: str = "Failed"
+
+
+@dataclass(frozen=True)
+class DeskConfig:
+    product_name: str = "Postdesk"
+    default_locale: str = "en"
+    modules: tuple[str, ...] = ("Reporting", "Billing", "User management", "Integrations", "Mobile app")
+    shared_local_parts: tuple[str, ...] = (
+        "info", "support", "team", "office", "sales", "kontakt", "contact", "admin", "service",
+        "hello", "mail", "billing", "buchhaltung", "help", "hilfe", "marketing", "noreply",
+        "no-reply", "postmaster", "webmaster", "hostmaster", "abuse", "mailer-daemon",
+        "newsletter", "vertrieb", "verwaltung", "zentrale", "empfang", "helpdesk",
+    )
+    worker_poll_seconds: float = 1.0
+    tick_interval_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    reopen_window_days: int = 14
+    service_request_autoclose_days: int = 30
+    problem_status_request_days: int = 30
+    problem_close_after_request_days: int = 5
+
+
+@dataclass(frozen=True)
+class PackagesConfig:
+    basic: int = 1
+    bronze: int = 3
+    silver: int = 5
+    gold: int = 10
+
+    def cap(self, package: str) -> int:
+        return getattr(self, package)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    secret_env: str = "POSTDESK_SECRET"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
+    desk: DeskConfig = field(default_factory=DeskConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    packages: PackagesConfig = field(default_factory=PackagesConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def support_domain(self) -> str:
+        return self.smtp.support_address.rpartition("@")[2].lower()
+
+    @property
+    def maildir_path(self) -> Path:
+        return self.resolve_path(self.outbound.maildir)
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL, with a relative SQLite path made absolute against ``base_dir``."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith("sqlite:////") and ":memory:" not in url:
+            return prefix + str(self.resolve_path(url[len(prefix):]))
+        return url
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Settings) if f.name != "base_dir"}
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load settings from ``path``, else ``$POSTDESK_CONFIG``, else the built-in defaults."""
+    chosen = path or os.environ.get(ENV_VAR)
+    if not chosen:
+        return Settings()
+    file = Path(chosen)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {file}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {file}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    return settings_from_mapping(data, base_dir=file.resolve().parent)
+
+
+def settings_from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> Settings:
+    sections: dict[str, Any] = {}
+    for name, values in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"unknown configuration section [{name}]; known: {', '.join(sorted(_SECTIONS))}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{name}] must be a table of keys")
+        sections[name] = _build_section(name, _section_class(name), values)
+    settings = Settings(**sections, base_dir=base_dir or Path.cwd())
+    _check(settings)
+    return settings
+
+
+def _section_class(name: str) -> type:
+    return {f.name: f.default_factory for f in dataclasses.fields(Settings) if f.name == name}[name]
+
+
+def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown key '{key}' in [{section}]; known: {', '.join(sorted(known))}")
+        kwargs[key] = _coerce(section, key, known[key].default, value)
+    return cls(**kwargs)
+
+
+def _coerce(section: str, key: str, default: Any, value: Any) -> Any:
+    expected = type(default)
+    if expected is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"[{section}] {key} must be a list of strings")
+        return tuple(value)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not expected:
+        raise ConfigError(f"[{section}] {key} must be a {expected.__name__}, not {type(value).__name__} ({value!r})")
+    return value
+
+
+def _check(settings: Settings) -> None:
+    if settings.outbound.transport not in ("maildir", "smtp"):
+        raise ConfigError(f"[outbound] transport must be \"maildir\" or \"smtp\", not {settings.outbound.transport!r}")
+    if settings.desk.default_locale not in ("de", "en"):
+        raise ConfigError("[desk] default_locale must be \"de\" or \"en\"")
+    address = settings.smtp.support_address
+    if address.count("@") != 1 or "+" in address.partition("@")[0]:
+        raise ConfigError(f"[smtp] support_address must be a plain address like support@example.com, not {address!r}")
+    for name in settings.packages.names():
+        if settings.packages.cap(name) < 1:
+            raise ConfigError(f"[packages] {name} must be at least 1")

@@ -1,0 +1,94 @@
+"""Intake: judge the sender from the headers, then store the raw message once.
+
+Runs at the edge (SMTP now, IMAP and pipes later), in one short transaction:
+the answer ``accepted`` is returned only after the commit, so 250 means "on
+disk". Refused deliveries are recorded too (headers only, no body), so
+``inbound list`` answers "why did this not create a ticket?".
+
+Dedupe key: the Message-ID plus a SHA-256 of the message with line endings
+normalised. The same message twice is a recorded ``duplicate``; a different
+message reusing a Message-ID has another key and is processed normally.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from gateway import policy
+from gateway.classify import classify
+from gateway.config import Settings
+from gateway.parsing import HeaderSummary, parse_headers
+from storage import queries
+from storage.db import transaction
+from storage.models import Inbound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    status: str               # "accepted" | "duplicate" | "refused"
+    reason: str
+    inbound_id: int
+
+
+def content_hash(raw: bytes) -> str:
+    return hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
+
+
+def dedupe_key(message_id: str | None, digest: str) -> str:
+    return hashlib.sha256(f"{message_id or ''}\n{digest}".encode("utf-8", "replace")).hexdigest()
+
+
+def receive(engine: Engine, settings: Settings, raw: bytes, envelope_from: str, recipients: Sequence[str],
+            now: datetime, channel: str = "smtp") -> IntakeResult:
+    """Judge and store one delivered message; raises only when storage fails (the caller answers 451)."""
+    headers = parse_headers(raw)
+    digest = content_hash(raw)
+    row = Inbound(received_at=now, channel=channel, envelope_from=envelope_from,
+                  envelope_to=json.dumps(list(recipients)), message_id=headers.message_id,
+                  from_addr=headers.from_addr, subject=headers.subject[:500], size=len(raw),
+                  content_sha256=digest)
+    with transaction(engine) as session:
+        decision = judge(session, settings, headers, envelope_from, channel)
+        if decision.verdict is policy.Verdict.REFUSE:
+            row.outcome, row.reason, row.processed_at = "refused", decision.reason, now
+            session.add(row)
+            session.flush()
+            return IntakeResult("refused", decision.reason, row.id)
+        row.raw, row.dedupe_key = raw, dedupe_key(headers.message_id, digest)
+        original = queries.duplicate_of(session, row.dedupe_key)
+        if original is None:
+            session.add(row)
+            try:
+                session.flush()
+                return IntakeResult("accepted", "stored", row.id)
+            except IntegrityError:   # the same message committed by another process just now
+                session.rollback()
+                original = queries.duplicate_of(session, row.dedupe_key)
+        return _record_duplicate(session, row, original, now)
+
+
+def judge(session, settings: Settings, headers: HeaderSummary, envelope_from: str, channel: str) -> policy.Decision:
+    classification = classify(headers, envelope_from if channel == "smtp" else None)
+    person = queries.find_person(session, headers.from_addr)
+    return policy.decide(policy.Author(headers.from_addr, headers.from_count, person, classification,
+                                       settings.desk.shared_local_parts))
+
+
+def _record_duplicate(session, row: Inbound, original: Inbound, now: datetime) -> IntakeResult:
+    reason = f"duplicate of inbound #{original.id} (same Message-ID and content)"
+    duplicate = Inbound(**{**row.model_dump(exclude={"id", "raw", "dedupe_key"}),
+                           "outcome": "duplicate", "reason": reason, "processed_at": now,
+                           "ticket_number": original.ticket_number})
+    session.add(duplicate)
+    session.flush()
+    log.info("inbound %s %s: duplicate of #%s", duplicate.id, row.message_id, original.id)
+    return IntakeResult("duplicate", reason, duplicate.id)

@@ -1,0 +1,103 @@
+"""Notifications -> rendered, composed mails in the outbox (same transaction as the change).
+
+Each recipient gets a mail of their own, in their locale, with a Message-ID
+signed for them, so a reply reveals the ticket even when every other header is
+lost. Sending is the dispatcher's job (``outbound.py``), never done here.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session
+
+from gateway.composer import compose, make_thread_index
+from gateway.config import Settings
+from gateway.notifications import Notification, Recipient, TicketFacts, ticket_context
+from gateway.rendering import Renderer
+from gateway.tokens import Signer
+from storage import queries
+from storage.models import Account, Agent, MessageRecord, Organization, Outbox, Ticket
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the pipeline needs besides the session: settings, renderer, signer."""
+
+    settings: Settings
+    renderer: Renderer
+    signer: Signer
+
+
+def recipient_for_account(session: Session, account: Account, settings: Settings, kind: str) -> Recipient:
+    org = session.get(Organization, account.organization_id)
+    locale = account.locale or (org.locale if org else None) or settings.desk.default_locale
+    return Recipient(account.email, account.name, locale, kind)
+
+
+def recipient_for_agent(agent: Agent) -> Recipient:
+    return Recipient(agent.email, agent.name, agent.locale, "agent")
+
+
+def ticket_facts(session: Session, ticket: Ticket, deps: Deps) -> TicketFacts:
+    requester = session.get(Account, ticket.requester_id)
+    org = session.get(Organization, ticket.organization_id)
+    ccs = tuple(recipient_for_account(session, a, deps.settings, "cc")
+                for a in queries.ticket_ccs(session, ticket.id))
+    return TicketFacts(
+        number=ticket.id, subject=ticket.subject, status=ticket.status, type=ticket.type,
+        priority=ticket.priority, module=ticket.module, organization=org.name,
+        requester=recipient_for_account(session, requester, deps.settings, "requester"), ccs=ccs,
+        created_at=ticket.created_at, followup_of=ticket.followup_of,
+        reply_address=deps.signer.reply_address(deps.settings.smtp.support_address, ticket.id),
+    )
+
+
+def agent_recipients(session: Session) -> list[Recipient]:
+    return [recipient_for_agent(a) for a in queries.active_agents(session)]
+
+
+def queue(session: Session, deps: Deps, ticket: Ticket, facts: TicketFacts,
+          notifications: Sequence[Notification], in_reply_to: str | None, now: datetime) -> list[Outbox]:
+    """Render and compose each notification into the outbox, and record it on the ticket."""
+    references = queries.thread_message_ids(session, ticket.id)
+    rows = []
+    for position, notification in enumerate(notifications):
+        rows.append(_queue_one(session, deps, ticket, facts, notification, in_reply_to, references,
+                               now, position))
+    return rows
+
+
+def _queue_one(session, deps, ticket, facts, notification, in_reply_to, references, now, position) -> Outbox:
+    settings, person = deps.settings, notification.recipient
+    context = {
+        "recipient": {"name": person.name or person.email, "email": person.email, "locale": person.locale},
+        "ticket": ticket_context(facts, person.locale),
+        "support_address": settings.smtp.support_address,
+        "product_name": settings.desk.product_name,
+        **notification.context,
+    }
+    rendered = deps.renderer.render(notification.template, person.locale, context)
+    message_id = deps.signer.message_id(ticket.id, person.email, settings.support_domain)
+    raw = compose(
+        rendered, from_addr=settings.smtp.support_address, from_name=settings.outbound.from_name,
+        to_addr=person.email, to_name=person.name or None, reply_to=facts.reply_address,
+        message_id=message_id, in_reply_to=in_reply_to or (references[-1] if references else None),
+        references=references, date=now, thread_topic=ticket.subject,
+        thread_index=make_thread_index(f"{ticket.id}:{ticket.created_at.isoformat()}", now,
+                                       len(references) + position),
+    )
+    row = Outbox(created_at=now, ticket_id=ticket.id, template=notification.template, locale=person.locale,
+                 recipients=json.dumps([person.email]), envelope_from=settings.smtp.support_address,
+                 subject=rendered.subject, message_id=message_id, raw=raw, next_attempt_at=now)
+    session.add(row)
+    session.flush()
+    session.add(MessageRecord(
+        ticket_id=ticket.id, direction="outbound", author_email=settings.smtp.support_address,
+        author_kind="system", message_id=message_id, in_reply_to=in_reply_to, subject=rendered.subject,
+        text=rendered.text, full_text=rendered.text, internal=notification.internal, outbox_id=row.id,
+        recipient=person.email, created_at=now,
+    ))
+    return row

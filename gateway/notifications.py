@@ -1,0 +1,128 @@
+"""Who is told what: notices of a transition -> a list of Notification values. Pure.
+
+The pipeline passes the facts (ticket, people, the message) as plain values;
+this module picks recipients and template names and builds each template's
+context. Rendering and the outbox are the caller's business.
+
+Rules kept here: customers hear about their ticket (acknowledgment, support's
+answers, solved, reopened, follow-up); agents hear about every customer message;
+nothing goes to an address whose mail was itself automatic; internal notes
+reach no customer.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str
+    locale: str
+    kind: str            # "requester" | "cc" | "customer" | "agent"
+
+
+@dataclass(frozen=True)
+class TicketFacts:
+    number: int
+    subject: str
+    status: str
+    type: str
+    priority: str | None
+    module: str | None
+    organization: str
+    requester: Recipient
+    ccs: tuple[Recipient, ...]
+    created_at: datetime
+    followup_of: int | None
+    reply_address: str
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    author_email: str
+    author_name: str
+    text: str
+    attachments: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class Notification:
+    template: str
+    recipient: Recipient
+    context: dict[str, Any] = field(default_factory=dict)
+    internal: bool = False          # for agents only; never shown to customers
+
+
+LABELS = {
+    "en": {
+        "open": "Open", "awaiting_reply": "Awaiting your reply", "solved": "Solved", "closed": "Closed",
+        "service_request": "Service request", "problem": "Problem",
+        "low": "Low", "medium": "Medium", "high": "High", "blocker": "Blocker", None: "none",
+    },
+    "de": {
+        "open": "Offen", "awaiting_reply": "Wartet auf Ihre Antwort", "solved": "Gelöst", "closed": "Geschlossen",
+        "service_request": "Serviceanfrage", "problem": "Störung",
+        "low": "Niedrig", "medium": "Mittel", "high": "Hoch", "blocker": "Blocker", None: "keine",
+    },
+}
+
+
+def ticket_context(ticket: TicketFacts, locale: str) -> dict[str, Any]:
+    labels = LABELS.get(locale, LABELS["en"])
+    return {
+        "number": ticket.number, "subject": ticket.subject, "status": ticket.status,
+        "status_label": labels[ticket.status], "type": ticket.type, "type_label": labels[ticket.type],
+        "priority": ticket.priority, "priority_label": labels[ticket.priority], "module": ticket.module,
+        "organization": ticket.organization, "requester_name": ticket.requester.name or ticket.requester.email,
+        "requester_email": ticket.requester.email, "created_at": ticket.created_at,
+        "followup_of": ticket.followup_of, "reply_address": ticket.reply_address,
+    }
+
+
+def customers(ticket: TicketFacts, exclude: Sequence[str] = ()) -> list[Recipient]:
+    """Requester and CCs, each once, without the excluded addresses."""
+    seen = {e.lower() for e in exclude}
+    result = []
+    for person in (ticket.requester, *ticket.ccs):
+        if person.email.lower() not in seen:
+            seen.add(person.email.lower())
+            result.append(person)
+    return result
+
+
+def plan(notices: Sequence[str], ticket: TicketFacts, message: MessageFacts | None,
+         agents: Sequence[Recipient], *, author: Recipient, extra: dict[str, Any] | None = None,
+         customers_muted: bool = False) -> list[Notification]:
+    """The notifications for ``notices`` (names from lifecycle, plus "ticket_created"/"followup_created")."""
+    extra = extra or {}
+    out: list[Notification] = []
+    for notice in notices:
+        template, _, event = notice.partition(":")
+        if template == "agent_notice":
+            out += [Notification("agent_notice", a, {**extra, "event": event, "message": _message(message)}, True)
+                    for a in agents if a.email.lower() != author.email.lower()]
+            continue
+        if customers_muted:
+            continue
+        for person in _customer_audience(template, ticket, author):
+            context = {**extra, "message": _message(message), "is_requester": person.kind == "requester"}
+            out.append(Notification(template, person, context))
+    return out
+
+
+def _customer_audience(template: str, ticket: TicketFacts, author: Recipient) -> list[Recipient]:
+    if template in ("ticket_created", "agent_reply", "ticket_solved"):
+        return customers(ticket)
+    # reopened / follow-up: tell the customer who wrote (a CC or a colleague, too)
+    return [author] if author.kind != "agent" else customers(ticket)[:1]
+
+
+def _message(message: MessageFacts | None) -> dict[str, Any] | None:
+    if message is None:
+        return None
+    return {"author_name": message.author_name or message.author_email, "author_email": message.author_email,
+            "text": message.text}

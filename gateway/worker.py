@@ -1,0 +1,97 @@
+"""The worker: claim a pending inbound row, process it in one transaction, record the outcome.
+
+Any unexpected exception rolls the processing back and marks the row
+``quarantined`` with the error, in a transaction of its own: the raw message
+stays archived and ``postdesk inbound requeue ID`` puts it back. A crash before
+the commit leaves the row ``pending``, so it is processed on the next pass —
+exactly once, because the outcome is written in the same transaction as the
+ticket changes.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from gateway.clock import Clock
+from gateway.mailer import Deps
+from gateway.pipeline import Outcome, process_one
+from storage import queries
+from storage.db import transaction
+from storage.models import Inbound
+
+log = logging.getLogger(__name__)
+
+
+def process_pending(engine: Engine, deps: Deps, clock: Clock, limit: int = 100) -> int:
+    """Process up to ``limit`` pending inbound messages; returns how many were handled."""
+    with transaction(engine) as session:
+        ids = queries.pending_inbound_ids(session, limit)
+    handled = 0
+    for inbound_id in ids:
+        handled += process_inbound(engine, deps, inbound_id, clock.now())
+    return handled
+
+
+def process_inbound(engine: Engine, deps: Deps, inbound_id: int, now: datetime) -> int:
+    try:
+        with transaction(engine) as session:
+            inbound = queries.claim_inbound(session, inbound_id)
+            if inbound is None:
+                return 0
+            outcome = process_one(session, inbound, deps, now)
+            _finish(inbound, outcome, now)
+            session.add(inbound)
+        log.info("inbound %s %s: %s", inbound_id, _mid(inbound), f"{outcome.outcome}: {outcome.reason}")
+        return 1
+    except Exception as exc:  # noqa: BLE001 - quarantine whatever went wrong, never drop the message
+        log.exception("inbound %s: processing failed, quarantined", inbound_id)
+        _quarantine(engine, inbound_id, exc, now)
+        return 1
+
+
+def _finish(inbound: Inbound, outcome: Outcome, now: datetime) -> None:
+    inbound.outcome, inbound.reason, inbound.ticket_number = outcome.outcome, outcome.reason, outcome.ticket
+    inbound.processed_at, inbound.error = now, None
+    inbound.attempts += 1
+
+
+def _quarantine(engine: Engine, inbound_id: int, exc: Exception, now: datetime) -> None:
+    with transaction(engine) as session:
+        inbound = session.get(Inbound, inbound_id)
+        if inbound is None or inbound.outcome != "pending":
+            return
+        inbound.outcome = "quarantined"
+        inbound.reason = f"quarantined: processing failed ({type(exc).__name__}: {_first_line(exc)})"
+        inbound.error = "".join(traceback.format_exception(exc))[-4000:]
+        inbound.processed_at = now
+        inbound.attempts += 1
+        session.add(inbound)
+
+
+def requeue(engine: Engine, inbound_id: int) -> Inbound:
+    """Put a quarantined (or ignored/refused) message back in the queue."""
+    from gateway.errors import AdminError
+    with transaction(engine) as session:
+        inbound = session.get(Inbound, inbound_id)
+        if inbound is None:
+            raise AdminError(f"no inbound message with id {inbound_id}")
+        if inbound.raw is None:
+            raise AdminError(f"inbound {inbound_id} has no stored content to process")
+        if inbound.outcome in ("pending", "duplicate") or inbound.ticket_number is not None:
+            raise AdminError(f"inbound {inbound_id} is {inbound.outcome}; only messages without a ticket "
+                             "can be processed again")
+        inbound.outcome, inbound.reason, inbound.error = "pending", "requeued by an admin", None
+        session.add(inbound)
+        return inbound
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def _mid(inbound: Inbound) -> str:
+    return inbound.message_id or "(no Message-ID)"

@@ -1,0 +1,217 @@
+"""Read and write functions of the pipeline, the worker and the views; each takes a Session."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from gateway.policy import Person
+from gateway.tokens import Signer, new_secret
+from storage.models import (
+    Account, Agent, Attachment, Inbound, Meta, MessageRecord, Organization, Outbox, SharedAddress,
+    Ticket, TicketCC, TicketEvent,
+)
+
+
+def signing_secret(session: Session) -> bytes:
+    """The installation's signing secret, created on first use and kept in the database."""
+    meta = session.get(Meta, "secret")
+    if meta is None:
+        meta = Meta(key="secret", value=new_secret())
+        session.add(meta)
+        session.flush()
+    return meta.value.encode("utf-8")
+
+
+def find_person(session: Session, address: str | None) -> Person | None:
+    if not address:
+        return None
+    address = address.lower()
+    agent = session.exec(select(Agent).where(Agent.email == address)).first()
+    if agent is not None:
+        return Person(address, "agent", active=agent.active)
+    shared = session.exec(select(SharedAddress.id).where(SharedAddress.email == address)).first() is not None
+    account = session.exec(select(Account).where(Account.email == address)).first()
+    if account is None:
+        return Person(address, None, marked_shared=shared)
+    org = session.get(Organization, account.organization_id)
+    return Person(address, "account", active=account.active, marked_shared=shared, organization=org.name)
+
+
+def account_by_email(session: Session, address: str) -> Account | None:
+    return session.exec(select(Account).where(Account.email == address.lower())).first()
+
+
+def agent_by_email(session: Session, address: str) -> Agent | None:
+    return session.exec(select(Agent).where(Agent.email == address.lower())).first()
+
+
+def active_agents(session: Session) -> list[Agent]:
+    return list(session.exec(select(Agent).where(Agent.active).order_by(Agent.id)))
+
+
+class StoredThreads:
+    """The :class:`gateway.threader.ThreadLookup` over the database, for one sender."""
+
+    def __init__(self, session: Session, signer: Signer, support_address: str,
+                 sender_org_id: int | None, sender_is_agent: bool) -> None:
+        self.session, self.signer, self.support_address = session, signer, support_address
+        self.sender_org_id, self.sender_is_agent = sender_org_id, sender_is_agent
+
+    def ticket_for_token(self, address: str) -> int | None:
+        return self.signer.ticket_from_address(address, self.support_address)
+
+    def tickets_for_message_ids(self, message_ids: Sequence[str]) -> dict[str, int]:
+        if not message_ids:
+            return {}
+        rows = self.session.exec(select(MessageRecord.message_id, MessageRecord.ticket_id)
+                                 .where(MessageRecord.message_id.in_(list(message_ids)))
+                                 .order_by(MessageRecord.id))
+        found: dict[str, int] = {}
+        for mid, ticket_id in rows:
+            found.setdefault(mid, ticket_id)
+        return found
+
+    def ticket_exists(self, number: int) -> bool:
+        return self.session.get(Ticket, number) is not None
+
+    def may_write(self, number: int) -> bool:
+        ticket = self.session.get(Ticket, number)
+        return ticket is not None and (self.sender_is_agent or ticket.organization_id == self.sender_org_id)
+
+
+def ticket_ccs(session: Session, ticket_id: int, active_only: bool = True) -> list[Account]:
+    query = select(Account).join(TicketCC, TicketCC.account_id == Account.id).where(TicketCC.ticket_id == ticket_id)
+    if active_only:
+        query = query.where(Account.active)
+    return list(session.exec(query.order_by(Account.id)))
+
+
+def add_ccs(session: Session, ticket_id: int, accounts: Sequence[Account]) -> None:
+    existing = {a.id for a in ticket_ccs(session, ticket_id, active_only=False)}
+    for account in accounts:
+        if account.id not in existing:
+            session.add(TicketCC(ticket_id=ticket_id, account_id=account.id))
+            existing.add(account.id)
+
+
+def thread_message_ids(session: Session, ticket_id: int) -> list[str]:
+    """Message-IDs of the ticket's public messages, oldest first, for References."""
+    rows = session.exec(select(MessageRecord.message_id)
+                        .where(MessageRecord.ticket_id == ticket_id, MessageRecord.message_id.is_not(None),
+                               MessageRecord.internal == False)  # noqa: E712
+                        .order_by(MessageRecord.id))
+    return list(dict.fromkeys(rows))
+
+
+def add_event(session: Session, ticket_id: int, now: datetime, actor: str, kind: str, detail: str) -> None:
+    session.add(TicketEvent(ticket_id=ticket_id, at=now, actor=actor, kind=kind, detail=detail))
+
+
+def solved_tickets_due(session: Session, before: datetime) -> list[Ticket]:
+    query = select(Ticket).where(Ticket.status == "solved", Ticket.solved_at <= before).order_by(Ticket.id)
+    return list(session.exec(query.with_for_update(skip_locked=True)))
+
+
+# ---- views (JSON) ------------------------------------------------------------------------
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def ticket_summary(session: Session, ticket: Ticket) -> dict:
+    org = session.get(Organization, ticket.organization_id)
+    requester = session.get(Account, ticket.requester_id)
+    return {
+        "number": ticket.id, "subject": ticket.subject, "status": ticket.status, "type": ticket.type,
+        "priority": ticket.priority, "module": ticket.module, "organization": org.name,
+        "requester": requester.email, "ccs": [a.email for a in ticket_ccs(session, ticket.id, active_only=False)],
+        "followup_of": ticket.followup_of, "created_at": _iso(ticket.created_at),
+        "updated_at": _iso(ticket.updated_at), "solved_at": _iso(ticket.solved_at),
+        "closed_at": _iso(ticket.closed_at),
+    }
+
+
+def ticket_detail(session: Session, ticket: Ticket) -> dict:
+    data = ticket_summary(session, ticket)
+    messages = session.exec(select(MessageRecord).where(MessageRecord.ticket_id == ticket.id).order_by(MessageRecord.id))
+    data["messages"] = [{
+        "direction": m.direction, "author": m.author_email, "message_id": m.message_id, "text": m.text,
+        "internal": m.internal, "created_at": _iso(m.created_at), "subject": m.subject,
+        "to": m.recipient, "full_text": m.full_text,
+    } for m in messages]
+    attachments = session.exec(select(Attachment).where(Attachment.ticket_id == ticket.id).order_by(Attachment.id))
+    data["attachments"] = [{
+        "filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256,
+        "inline": a.inline,
+    } for a in attachments]
+    followups = session.exec(select(Ticket.id).where(Ticket.followup_of == ticket.id).order_by(Ticket.id))
+    data["followups"] = list(followups)
+    events = session.exec(select(TicketEvent).where(TicketEvent.ticket_id == ticket.id).order_by(TicketEvent.id))
+    data["events"] = [{"at": _iso(e.at), "actor": e.actor, "kind": e.kind, "detail": e.detail} for e in events]
+    return data
+
+
+def list_tickets(session: Session, org_name: str | None = None, status: str | None = None) -> list[dict]:
+    query = select(Ticket).order_by(Ticket.id)
+    if org_name:
+        query = query.join(Organization).where(Organization.name_key == org_name.strip().lower())
+    if status:
+        query = query.where(Ticket.status == status)
+    return [ticket_summary(session, t) for t in session.exec(query)]
+
+
+def inbound_record(row: Inbound) -> dict:
+    return {
+        "id": row.id, "message_id": row.message_id, "from": row.from_addr, "envelope_from": row.envelope_from,
+        "to": json.loads(row.envelope_to or "[]"), "subject": row.subject, "received_at": _iso(row.received_at),
+        "channel": row.channel, "size": row.size, "outcome": row.outcome, "reason": row.reason,
+        "ticket": row.ticket_number, "error": row.error, "processed_at": _iso(row.processed_at),
+    }
+
+
+def list_inbound(session: Session, outcome: str | None = None) -> list[dict]:
+    query = select(Inbound).order_by(Inbound.id)
+    if outcome:
+        query = query.where(Inbound.outcome == outcome)
+    return [inbound_record(r) for r in session.exec(query)]
+
+
+def outbox_record(row: Outbox) -> dict:
+    return {
+        "id": row.id, "to": json.loads(row.recipients), "subject": row.subject, "template": row.template,
+        "locale": row.locale, "status": row.status, "ticket": row.ticket_id, "message_id": row.message_id,
+        "attempts": row.attempts, "created_at": _iso(row.created_at), "sent_at": _iso(row.sent_at),
+        "last_error": row.last_error,
+    }
+
+
+def list_outbox(session: Session, status: str | None = None) -> list[dict]:
+    query = select(Outbox).order_by(Outbox.id)
+    if status:
+        query = query.where(Outbox.status == status)
+    return [outbox_record(r) for r in session.exec(query)]
+
+
+def pending_inbound_ids(session: Session, limit: int = 100) -> list[int]:
+    query = select(Inbound.id).where(Inbound.outcome == "pending").order_by(Inbound.id).limit(limit)
+    return list(session.exec(query))
+
+
+def claim_inbound(session: Session, inbound_id: int) -> Inbound | None:
+    """Lock a pending inbound row for processing (skipped when another process holds it)."""
+    query = select(Inbound).where(Inbound.id == inbound_id, Inbound.outcome == "pending")
+    return session.exec(query.with_for_update(skip_locked=True)).first()
+
+
+def due_outbox(session: Session, now: datetime, limit: int = 50) -> list[Outbox]:
+    query = (select(Outbox).where(Outbox.status == "queued", Outbox.next_attempt_at <= now)
+             .order_by(Outbox.id).limit(limit))
+    return list(session.exec(query.with_for_update(skip_locked=True)))
+
+
+def duplicate_of(session: Session, dedupe_key: str) -> Inbound | None:
+    return session.exec(select(Inbound).where(Inbound.dedupe_key == dedupe_key)).first()
+

@@ -1,0 +1,59 @@
+"""Writing tickets, their messages, attachments and state (inside the caller's transaction)."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlmodel import Session
+
+from gateway.lifecycle import Status, TicketState
+from gateway.parsing import Attachment as ParsedAttachment
+from storage.models import Attachment, MessageRecord, Ticket
+
+
+def open_ticket(session: Session, *, org_id: int, requester_id: int, subject: str, type_: str,
+                priority: str | None, module: str | None, now: datetime, followup_of: int | None = None) -> Ticket:
+    ticket = Ticket(organization_id=org_id, requester_id=requester_id, subject=subject, status=Status.OPEN.value,
+                    type=type_, priority=priority, module=module, followup_of=followup_of,
+                    created_at=now, updated_at=now, status_changed_at=now)
+    session.add(ticket)
+    session.flush()
+    return ticket
+
+
+def state_of(ticket: Ticket) -> TicketState:
+    return TicketState(status=Status(ticket.status), type=ticket.type, priority=ticket.priority,
+                       module=ticket.module, solved_at=ticket.solved_at, closed_at=ticket.closed_at)
+
+
+def save_state(session: Session, ticket: Ticket, state: TicketState, now: datetime) -> None:
+    if state.status.value != ticket.status:
+        ticket.status_changed_at = now
+    ticket.status, ticket.type, ticket.priority, ticket.module = state.status.value, state.type, state.priority, state.module
+    ticket.solved_at, ticket.closed_at = state.solved_at, state.closed_at
+    ticket.updated_at = now
+    session.add(ticket)
+
+
+def add_message(session: Session, ticket: Ticket, *, author_email: str, author_kind: str,
+                message_id: str | None, in_reply_to: Sequence[str], references: Sequence[str], subject: str,
+                text: str, full_text: str, strip_rule: str, internal: bool, inbound_id: int | None,
+                now: datetime, attachments: Sequence[ParsedAttachment] = ()) -> MessageRecord:
+    record = MessageRecord(
+        ticket_id=ticket.id, direction="inbound", author_email=author_email, author_kind=author_kind,
+        message_id=message_id, in_reply_to=" ".join(in_reply_to) or None, references=" ".join(references),
+        subject=subject, text=text, full_text=full_text, strip_rule=strip_rule, internal=internal,
+        inbound_id=inbound_id, created_at=now,
+    )
+    session.add(record)
+    session.flush()
+    for item in attachments:
+        session.add(Attachment(
+            ticket_id=ticket.id, message_pk=record.id, filename=item.filename, content_type=item.content_type,
+            size=len(item.content), sha256=hashlib.sha256(item.content).hexdigest(),
+            content_id=item.content_id, inline=item.inline, content=item.content,
+        ))
+    ticket.updated_at = now
+    session.add(ticket)
+    return record
