@@ -40,7 +40,13 @@ class IntakeResult:
 
 
 def content_hash(raw: bytes) -> str:
-    return hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
+    r"""SHA-256 of the message with line endings and trailing blank lines normalised.
+
+    >>> content_hash(b"a\r\nb\r\n") == content_hash(b"a\nb\n\n")
+    True
+    """
+    normalised = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").rstrip(b"\n")
+    return hashlib.sha256(normalised).hexdigest()
 
 
 def dedupe_key(message_id: str | None, digest: str) -> str:

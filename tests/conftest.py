@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.policy
 import io
 import json
 import mailbox
@@ -92,7 +94,7 @@ class Desk:
     # -- SMTP ------------------------------------------------------------------------------
     def send(self, msg: EmailMessage | bytes, sender: str | None = None, rcpts: list[str] | None = None):
         """Send over SMTP; returns (code, text) of the end-of-DATA reply; waits until processed."""
-        raw = msg if isinstance(msg, bytes) else msg.as_bytes()
+        raw = msg if isinstance(msg, bytes) else msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
         if sender is None:
             sender = msg["From"] if isinstance(msg, EmailMessage) else "someone@example.net"
             sender = sender.split("<")[-1].strip(">") if sender else ""
@@ -124,7 +126,8 @@ class Desk:
     def delivered(self, to: str | None = None) -> list:
         """Messages in the Maildir (after a flush), optionally only those to ``to``."""
         self.flush()
-        box = mailbox.Maildir(self.settings.maildir_path, create=True)
+        box = mailbox.Maildir(self.settings.maildir_path, create=True,
+                              factory=lambda f: email.message_from_binary_file(f, policy=email.policy.default))
         # file names start with "postdesk-<outbox id>-": sort in the order the mails were queued
         msgs = [box[key] for key in sorted(box.keys(), key=lambda k: int(k.split("-")[1]))]
         return [m for m in msgs if to is None or to.lower() in (m["To"] or "").lower()]

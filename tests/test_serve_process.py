@@ -1,0 +1,124 @@
+"""The README path in a real process: `postdesk serve`, a mail sent with swaks, the ticket and the Maildir.
+
+swaks is an SMTP client nobody here wrote. Without it these tests are skipped,
+unless POSTDESK_REQUIRE_SWAKS is set (as CI does), where its absence fails.
+"""
+import json
+import mailbox
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import SUPPORT, write_config
+
+SWAKS = shutil.which("swaks")
+if SWAKS is None and os.environ.get("POSTDESK_REQUIRE_SWAKS"):
+    raise RuntimeError("swaks is required (POSTDESK_REQUIRE_SWAKS is set) but not installed")
+needs_swaks = pytest.mark.skipif(SWAKS is None, reason="swaks not installed (apt-get install swaks)")
+
+
+def postdesk(config, *args, check=True):
+    result = subprocess.run([sys.executable, "-m", "gateway", *args, "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def swaks(port: int, sender: str, subject: str, body: str, *extra: str):
+    return subprocess.run([SWAKS, "--server", f"127.0.0.1:{port}", "--from", sender, "--to", SUPPORT,
+                           "--header", f"Subject: {subject}", "--body", body, *extra],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def served(tmp_path):
+    config = write_config(tmp_path)
+    port = int([line for line in config.read_text().splitlines() if line.startswith("port")][0].split("=")[1])
+    postdesk(config, "init")
+    postdesk(config, "org", "add", "ACME", "--package", "bronze", "--main-contact", "alice@acme.example")
+    postdesk(config, "agent", "add", "sam@vendor.example")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port)
+        yield config, port, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not reached")
+
+
+@needs_swaks
+def test_readme_path_swaks_mail_becomes_ticket_and_acknowledgment(served, tmp_path):
+    config, port, proc = served
+    result = swaks(port, "alice@acme.example", "Export fails",
+                   "Typ: Störung\nPriorität: hoch\n\nDer Export bricht mit einer roten Fehlermeldung ab.")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "250 2.0.0" in result.stdout
+    ticket = wait_for(lambda: (r := postdesk(config, "ticket", "show", "1", "--json", check=False)).returncode == 0
+                      and json.loads(r.stdout))
+    assert (ticket["status"], ticket["type"], ticket["priority"]) == ("open", "problem", "high")
+    box = mailbox.Maildir(tmp_path / "maildir", create=False)
+    acks = wait_for(lambda: [m for m in box if "alice@acme.example" in m["To"]])
+    assert "[#1]" in acks[0]["Subject"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+@needs_swaks
+def test_swaks_unknown_sender_gets_550_with_reason(served):
+    config, port, _ = served
+    result = swaks(port, "mallory@evil.example", "Hello", "Let me in")
+    assert result.returncode != 0
+    assert "550 5.7.1" in result.stdout and "no service account" in result.stdout
+    refused = json.loads(postdesk(config, "inbound", "list", "--outcome", "refused", "--json").stdout)
+    assert refused[0]["from"] == "mallory@evil.example"
+
+
+@needs_swaks
+def test_swaks_wrong_recipient_gets_550_at_rcpt(served):
+    _, port, _ = served
+    result = subprocess.run([SWAKS, "--server", f"127.0.0.1:{port}", "--from", "alice@acme.example",
+                             "--to", "billing@desk.example.com"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "550 5.1.1" in result.stdout
+
+
+def test_cli_errors_are_one_line_and_non_zero(tmp_path):
+    config = write_config(tmp_path)
+    result = postdesk(config, "org", "add", "X", "--package", "diamond", "--main-contact", "x@x.example",
+                      check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "unknown package" in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[smtp]\nprot = 1\n")
+    result = subprocess.run([sys.executable, "-m", "gateway", "ticket", "list", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "unknown key 'prot' in [smtp]" in result.stderr
