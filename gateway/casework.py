@@ -191,4 +191,4 @@ def _notify(session, deps, ticket: Ticket, notices, sender: Sender, text: str, p
     message = MessageFacts(sender.email, sender.name or parsed.from_name, text)
     planned = notifications.plan(notices, facts, message, agent_recipients(session),
                                  author=sender.recipient, extra=extra)
-    queue(session, deps, ticket, facts, planned, parsed.message_id, now)
+    queue(session, deps, ticket, facts, planned, now)

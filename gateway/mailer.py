@@ -60,11 +60,17 @@ def agent_recipients(session: Session) -> list[Recipient]:
 
 
 def queue(session: Session, deps: Deps, ticket: Ticket, facts: TicketFacts,
-          notifications: Sequence[Notification], in_reply_to: str | None, now: datetime) -> list[Outbox]:
-    """Render and compose each notification into the outbox, and record it on the ticket."""
+          notifications: Sequence[Notification], now: datetime) -> list[Outbox]:
+    """Render and compose each notification into the outbox, and record it on the ticket.
+
+    Each mail answers (In-Reply-To) the newest message its recipient wrote or was
+    sent on this ticket, so it lands in the conversation that person sees; the
+    References start with the ticket's first message, a stable thread root.
+    """
     references = queries.thread_message_ids(session, ticket.id)
     rows = []
     for position, notification in enumerate(notifications):
+        in_reply_to = queries.last_message_id_with(session, ticket.id, notification.recipient.email)
         rows.append(_queue_one(session, deps, ticket, facts, notification, in_reply_to, references,
                                now, position))
     return rows

@@ -106,6 +106,17 @@ def thread_message_ids(session: Session, ticket_id: int) -> list[str]:
     return list(dict.fromkeys(rows))
 
 
+def last_message_id_with(session: Session, ticket_id: int, address: str) -> str | None:
+    """The Message-ID of the newest message ``address`` wrote or was sent on this ticket."""
+    address = address.lower()
+    query = (select(MessageRecord.message_id)
+             .where(MessageRecord.ticket_id == ticket_id, MessageRecord.message_id.is_not(None),
+                    ((MessageRecord.direction == "inbound") & (MessageRecord.author_email == address))
+                    | ((MessageRecord.direction == "outbound") & (MessageRecord.recipient == address)))
+             .order_by(MessageRecord.id.desc()).limit(1))
+    return session.exec(query).first()
+
+
 def add_event(session: Session, ticket_id: int, now: datetime, actor: str, kind: str, detail: str) -> None:
     session.add(TicketEvent(ticket_id=ticket_id, at=now, actor=actor, kind=kind, detail=detail))
 

@@ -367,3 +367,16 @@ def test_out_of_office_from_unknown_sender_is_ignored_not_refused(acme):
     assert code == 250
     assert acme.inbound()[-1]["outcome"] == "ignored"
     assert acme.delivered() == []
+
+
+def test_agent_answer_threads_into_the_conversation_the_customer_sees(acme):
+    first = mail("alice@acme.example", "Export fails", "Broken.")
+    acme.send(first)
+    ack = acme.delivered("alice@acme.example")[0]
+    agent_reply(acme, 1, "Which browser?")
+    answer = acme.delivered("alice@acme.example")[-1]
+    assert answer["In-Reply-To"] == ack["Message-ID"]
+    assert answer["References"].split()[0] == first["Message-ID"]
+    assert answer["Message-ID"] not in (ack["Message-ID"], first["Message-ID"])
+    assert "[#1]" in answer["Subject"] and answer["Reply-To"] == ack["Reply-To"]
+    assert answer["Auto-Submitted"]
