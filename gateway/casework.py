@@ -80,7 +80,6 @@ def open_new_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: Pars
         "modules": list(desk.modules),
         "missing_info": missing_information(fields.text, [a.filename for a in parsed.attachments])
         if type_ == "problem" else [],
-        "attachments": [{"filename": a.filename, "size": len(a.content)} for a in parsed.attachments],
     }
     notices = ("ticket_created", "agent_notice:new_ticket")
     if followup_of is not None:
@@ -189,6 +188,8 @@ def _notify(session, deps, ticket: Ticket, notices, sender: Sender, text: str, p
         return
     facts = ticket_facts(session, ticket, deps)
     message = MessageFacts(sender.email, sender.name or parsed.from_name, text)
+    extra = {"attachments": [{"filename": a.filename, "size": len(a.content)} for a in parsed.attachments],
+             **extra}
     planned = notifications.plan(notices, facts, message, agent_recipients(session),
                                  author=sender.recipient, extra=extra)
     queue(session, deps, ticket, facts, planned, now)

@@ -92,7 +92,8 @@ def _queue_one(session, deps, ticket, facts, notification, in_reply_to, referenc
         to_addr=person.email, to_name=person.name or None, reply_to=facts.reply_address,
         message_id=message_id, in_reply_to=in_reply_to or (references[-1] if references else None),
         references=references, date=now, thread_topic=ticket.subject,
-        thread_index=make_thread_index(f"{ticket.id}:{ticket.created_at.isoformat()}", now,
+        auto_submitted=notification.auto_submitted,
+        thread_index=make_thread_index(f"{ticket.id}:{ticket.created_at.isoformat()}", ticket.created_at,
                                        len(references) + position),
     )
     row = Outbox(created_at=now, ticket_id=ticket.id, template=notification.template, locale=person.locale,

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gateway.rendering import label
+
 
 @dataclass(frozen=True)
 class Recipient:
@@ -46,7 +48,6 @@ class MessageFacts:
     author_email: str
     author_name: str
     text: str
-    attachments: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,28 +56,15 @@ class Notification:
     recipient: Recipient
     context: dict[str, Any] = field(default_factory=dict)
     internal: bool = False          # for agents only; never shown to customers
-
-
-LABELS = {
-    "en": {
-        "open": "Open", "awaiting_reply": "Awaiting your reply", "solved": "Solved", "closed": "Closed",
-        "service_request": "Service request", "problem": "Problem",
-        "low": "Low", "medium": "Medium", "high": "High", "blocker": "Blocker", None: "none",
-    },
-    "de": {
-        "open": "Offen", "awaiting_reply": "Wartet auf Ihre Antwort", "solved": "Gelöst", "closed": "Geschlossen",
-        "service_request": "Serviceanfrage", "problem": "Störung",
-        "low": "Niedrig", "medium": "Mittel", "high": "Hoch", "blocker": "Blocker", None: "keine",
-    },
-}
+    auto_submitted: str = "auto-generated"   # "no" when it carries words a person (an agent) wrote
 
 
 def ticket_context(ticket: TicketFacts, locale: str) -> dict[str, Any]:
-    labels = LABELS.get(locale, LABELS["en"])
     return {
         "number": ticket.number, "subject": ticket.subject, "status": ticket.status,
-        "status_label": labels[ticket.status], "type": ticket.type, "type_label": labels[ticket.type],
-        "priority": ticket.priority, "priority_label": labels[ticket.priority], "module": ticket.module,
+        "status_label": label("status", ticket.status, locale), "type": ticket.type,
+        "type_label": label("type", ticket.type, locale), "priority": ticket.priority,
+        "priority_label": label("priority", ticket.priority, locale), "module": ticket.module,
         "organization": ticket.organization, "requester_name": ticket.requester.name or ticket.requester.email,
         "requester_email": ticket.requester.email, "created_at": ticket.created_at,
         "followup_of": ticket.followup_of, "reply_address": ticket.reply_address,
@@ -108,9 +96,10 @@ def plan(notices: Sequence[str], ticket: TicketFacts, message: MessageFacts | No
             continue
         if customers_muted:
             continue
+        written = template in ("agent_reply", "ticket_solved") and bool(message and message.text.strip())
         for person in _customer_audience(template, ticket, author):
             context = {**extra, "message": _message(message), "is_requester": person.kind == "requester"}
-            out.append(Notification(template, person, context))
+            out.append(Notification(template, person, context, auto_submitted="no" if written else "auto-generated"))
     return out
 
 

@@ -379,4 +379,5 @@ def test_agent_answer_threads_into_the_conversation_the_customer_sees(acme):
     assert answer["References"].split()[0] == first["Message-ID"]
     assert answer["Message-ID"] not in (ack["Message-ID"], first["Message-ID"])
     assert "[#1]" in answer["Subject"] and answer["Reply-To"] == ack["Reply-To"]
-    assert answer["Auto-Submitted"]
+    assert answer["Auto-Submitted"] == "no"          # an agent wrote it (RFC 3834 §5)
+    assert ack["Auto-Submitted"] == "auto-generated"
