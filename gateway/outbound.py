@@ -30,8 +30,9 @@ def send_due(engine: Engine, settings: Settings, now: datetime, limit: int = 50)
         ids = [row.id for row in queries.due_outbox(session, now, limit)]
     for outbox_id in ids:
         with transaction(engine) as session:
-            row = session.get(Outbox, outbox_id)
-            if row is None or row.status != "queued":
+            # The row stays locked while it is delivered: another dispatcher skips it.
+            row = queries.claim_outbox(session, outbox_id)
+            if row is None:
                 continue
             sent += _deliver(row, settings, now)
             session.add(row)

@@ -223,6 +223,12 @@ def due_outbox(session: Session, now: datetime, limit: int = 50) -> list[Outbox]
     return list(session.exec(query.with_for_update(skip_locked=True)))
 
 
+def claim_outbox(session: Session, outbox_id: int) -> Outbox | None:
+    """Lock a queued outbox row for delivery (None when sent meanwhile or locked by another process)."""
+    query = select(Outbox).where(Outbox.id == outbox_id, Outbox.status == "queued")
+    return session.exec(query.with_for_update(skip_locked=True)).first()
+
+
 def duplicate_of(session: Session, dedupe_key: str) -> Inbound | None:
     return session.exec(select(Inbound).where(Inbound.dedupe_key == dedupe_key)).first()
 
