@@ -42,11 +42,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(folder: Path, extra: str = "", port: int | None = None) -> Path:
+def write_config(folder: Path, extra: str = "", port: int | None = None, db_url: str | None = None) -> Path:
     path = folder / "postdesk.toml"
     path.write_text(f"""
 [database]
-url = "sqlite:///{folder / 'postdesk.db'}"
+url = "{db_url or f"sqlite:///{folder / 'postdesk.db'}"}"
 busy_timeout_seconds = 2.0
 
 [smtp]
@@ -144,8 +144,8 @@ def desk(tmp_path, clock):
     yield from _running_desk(tmp_path, clock)
 
 
-def _running_desk(tmp_path: Path, clock: FixedClock, extra: str = ""):
-    config = write_config(tmp_path, extra)
+def _running_desk(tmp_path: Path, clock: FixedClock, extra: str = "", db_url: str | None = None):
+    config = write_config(tmp_path, extra, db_url=db_url)
     d = Desk(config, clock)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
