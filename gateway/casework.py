@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from gateway import lifecycle, notifications
+from gateway import lifecycle, notifications, targets
 from gateway.checklist import missing_information
 from gateway.classify import Classification, is_role_address
 from gateway.config import Settings
 from gateway.fields import parse_agent_commands, parse_ticket_fields
+from gateway.hours import support_hours
 from gateway.mailer import Deps, agent_recipients, queue, recipient_for_account, ticket_facts
 from gateway.notifications import MessageFacts, Recipient
 from gateway.parsing import ParsedMessage
@@ -64,6 +65,7 @@ def open_new_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: Pars
     ticket = store.open_ticket(session, org_id=sender.org_id, requester_id=sender.account.id, subject=subject,
                                type_=type_, priority=priority, module=module, now=now,
                                followup_of=followup_of.id if followup_of else None)
+    _start_clocks(session, deps.settings, ticket, now)
     added, refused = _sort_ccs(session, deps, parsed, sender)
     queries.add_ccs(session, ticket.id, added)
     store.add_message(session, ticket, author_email=sender.email, author_kind="customer",
@@ -81,14 +83,22 @@ def open_new_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: Pars
         "missing_info": missing_information(fields.text, [a.filename for a in parsed.attachments])
         if type_ == "problem" else [],
     }
-    notices = ("ticket_created", "agent_notice:new_ticket")
+    notices = ("ticket_created", "agent_notice:new_ticket", "follower_new_ticket")
     if followup_of is not None:
         extra["previous"] = {"number": followup_of.id, "subject": followup_of.subject}
-        notices = ("followup_created", "agent_notice:followup")
+        notices = ("followup_created", "agent_notice:followup", "follower_new_ticket")
         queries.add_event(session, followup_of.id, now, sender.email, "followup",
                           f"follow-up #{ticket.id} opened by a reply after the ticket was closed")
     _notify(session, deps, ticket, notices, sender, fields.text, parsed, extra, now)
     return ticket.id
+
+
+def _start_clocks(session: Session, settings: Settings, ticket: Ticket, now) -> None:
+    """A new ticket: the customer just wrote, and the package's first-response target starts."""
+    package = session.get(Organization, ticket.organization_id).package
+    ticket.last_customer_at = now
+    ticket.first_response_due_at = targets.first_response_due(now, package, support_hours(settings.hours),
+                                                              settings.targets)
 
 
 def _ticket_subject(subject: str, text: str) -> str:
@@ -129,10 +139,11 @@ def _cc_refusal(account: Account | None, address: str, sender: Sender, settings:
 
 def on_existing_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: ParsedMessage, sender: Sender,
                        classification: Classification, match: ThreadMatch, body: VisibleText, now):
-    ticket = session.get(Ticket, match.ticket_number)
-    if sender.is_agent:
-        return _agent_message(session, deps, inbound, parsed, sender, ticket, match, body, now)
+    # Lock the row (PostgreSQL) so a timer firing on this ticket at the same moment waits or skips it.
+    ticket = session.get(Ticket, match.ticket_number, with_for_update=True, populate_existing=True)
     automatic = classification.auto_generated or classification.bounce
+    if sender.is_agent:
+        return _agent_message(session, deps, inbound, parsed, sender, ticket, match, body, now, automatic)
     transition = lifecycle.apply(store.state_of(ticket), lifecycle.CustomerMessage(auto_generated=automatic),
                                  now, deps.settings.lifecycle)
     if transition.followup:
@@ -148,19 +159,23 @@ def on_existing_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: P
                       attachments=parsed.attachments)
     _record(session, ticket, transition, sender.email, now)
     store.save_state(session, ticket, transition.state, now)
-    _notify(session, deps, ticket, transition.notices, sender, body.text, parsed, {}, now)
+    _notify(session, deps, ticket, transition.notices, sender, body.text, parsed, {}, now, automatic=automatic)
     note = " as an internal note (automatic mail)" if automatic else ""
     return "reply", f"{match.reason}{note}", ticket.id
 
 
-def _agent_message(session, deps, inbound, parsed, sender, ticket: Ticket, match, body: VisibleText, now):
+def _agent_message(session, deps, inbound, parsed, sender, ticket: Ticket, match, body: VisibleText, now,
+                   automatic: bool = False):
     commands = parse_agent_commands(body.text, deps.settings.desk.modules)
-    event = lifecycle.AgentMessage(
-        has_text=bool(commands.text.strip()), internal=commands.note,
-        status=lifecycle.Status(commands.status) if commands.status in lifecycle.AGENT_SETTABLE else None,
-        priority=commands.priority, type=commands.type,
-        module=commands.module if commands.module in deps.settings.desk.modules else None,
-    )
+    if automatic:   # an agent's out-of-office reply stays an internal note and tells no one
+        event = lifecycle.AgentMessage(has_text=bool(commands.text.strip()), internal=True)
+    else:
+        event = lifecycle.AgentMessage(
+            has_text=bool(commands.text.strip()), internal=commands.note,
+            status=lifecycle.Status(commands.status) if commands.status in lifecycle.AGENT_SETTABLE else None,
+            priority=commands.priority, type=commands.type,
+            module=commands.module if commands.module in deps.settings.desk.modules else None,
+        )
     transition = lifecycle.apply(store.state_of(ticket), event, now, deps.settings.lifecycle)
     store.add_message(session, ticket, author_email=sender.email, author_kind="agent",
                       message_id=parsed.message_id, in_reply_to=parsed.in_reply_to, references=parsed.references,
@@ -183,7 +198,7 @@ def _record(session: Session, ticket: Ticket, transition: lifecycle.Transition, 
 
 
 def _notify(session, deps, ticket: Ticket, notices, sender: Sender, text: str, parsed: ParsedMessage,
-            extra: dict, now) -> None:
+            extra: dict, now, automatic: bool = False) -> None:
     if not notices:
         return
     facts = ticket_facts(session, ticket, deps)
@@ -191,5 +206,5 @@ def _notify(session, deps, ticket: Ticket, notices, sender: Sender, text: str, p
     extra = {"attachments": [{"filename": a.filename, "size": len(a.content)} for a in parsed.attachments],
              **extra}
     planned = notifications.plan(notices, facts, message, agent_recipients(session),
-                                 author=sender.recipient, extra=extra)
+                                 author=sender.recipient, extra=extra, author_automatic=automatic)
     queue(session, deps, ticket, facts, planned, now)

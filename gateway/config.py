@@ -56,6 +56,32 @@ class ImapConfig:
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     failed_folder: str = "Failed"
+    rejected_folder: str = "Rejected"      # refused senders' mail (SMTP would have answered 550)
+    starttls: bool = False                 # upgrade a plain connection with STARTTLS (ssl = false)
+    password_env: str = ""                 # environment variable holding the password (wins over password)
+    oauth2_token_env: str = ""             # environment variable holding an OAuth2 access token
+    create_folders: bool = True            # create missing processed/failed/rejected folders
+    idle: bool = True                      # wait with IDLE where offered, else poll
+    idle_seconds: int = 300                # re-issue IDLE this often (RFC 2177: under 29 minutes)
+    poll_interval_seconds: float = 60.0    # without IDLE: wait this long between passes
+    batch_size: int = 25                   # messages fetched per FETCH; progress logged per batch
+    timeout_seconds: float = 30.0          # socket timeout of one IMAP command
+    reconnect_initial_seconds: float = 1.0
+    reconnect_max_seconds: float = 300.0
+    notify_refused: bool = True            # answer refused senders with the sender_refused notice
+    notice_interval_hours: float = 24.0    # at most one such notice per address in this time
+    require_authenticated_sender: bool = True   # only answer senders that pass [auth] (DMARC or DKIM)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.username)
+
+
+@dataclass(frozen=True)
+class LmtpConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 2424
 
 
 @dataclass(frozen=True)
@@ -101,15 +127,81 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Sender authentication of mail that names a known person (``gateway/sender_auth.py``)."""
+
+    policy: str = "quarantine"              # "refuse" (550 5.7.x) | "quarantine" | "off"
+    trusted_authserv_ids: tuple[str, ...] = ()   # authserv-ids of our border MTA's Authentication-Results
+    verify_dkim: bool = True                # without a trusted Authentication-Results: verify DKIM ourselves
+    dkim_required_domains: tuple[str, ...] = ()  # From domains whose mail must carry a valid aligned DKIM signature
+    dns_timeout_seconds: float = 5.0        # per DNS lookup of a DKIM key
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Hostile-MIME limits (``gateway/limits.py``)."""
+
+    action: str = "refuse"                  # "refuse" (552 5.3.4) | "drop" offending parts | "quarantine"
+    max_header_bytes: int = 262_144
+    max_mime_parts: int = 500
+    max_mime_depth: int = 20
+    max_attachments: int = 100
+    max_attachment_bytes: int = 20_971_520
+
+
+@dataclass(frozen=True)
+class LoopsConfig:
+    """Loop breaking (``gateway/loops.py``)."""
+
+    window_minutes: int = 60
+    max_auto_replies_per_address: int = 5   # automatic mails to one customer address per window
+    max_auto_replies_per_ticket: int = 3    # automatic mails about one ticket to one customer per window
+    max_replies_per_ticket_per_address: int = 10   # inbound mails on one ticket from one address per window
+
+
+@dataclass(frozen=True)
+class HoursConfig:
+    """Support hours: response targets count only this time (see ``gateway/hours.py``)."""
+
+    timezone: str = "Europe/Berlin"
+    days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
+    start: str = "09:00"
+    end: str = "18:00"
+    holiday_country: str = ""            # ISO 3166 code for the ``holidays`` package, e.g. "DE"; "" = none
+    holiday_subdivision: str = ""        # e.g. "BE" (Berlin); only with holiday_country
+    extra_closed_dates: tuple[str, ...] = ()   # ISO dates without support, e.g. "2026-12-24"
+
+
+@dataclass(frozen=True)
+class TargetsConfig:
+    """First-response targets per package, in support hours, and when agents are warned."""
+
+    basic: float = 24.0
+    bronze: float = 16.0
+    silver: float = 8.0
+    gold: float = 4.0
+    warn_before_hours: float = 1.0
+
+    def first_response_hours(self, package: str) -> float:
+        return float(getattr(self, package, self.basic))
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
+    lmtp: LmtpConfig = field(default_factory=LmtpConfig)
     desk: DeskConfig = field(default_factory=DeskConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     packages: PackagesConfig = field(default_factory=PackagesConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    hours: HoursConfig = field(default_factory=HoursConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    loops: LoopsConfig = field(default_factory=LoopsConfig)
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -205,3 +297,35 @@ def _check(settings: Settings) -> None:
     for name in settings.packages.names():
         if settings.packages.cap(name) < 1:
             raise ConfigError(f"[packages] {name} must be at least 1")
+    _check_time_rules(settings)
+    _check_mail_safety(settings)
+
+
+def _check_time_rules(settings: Settings) -> None:
+    for key, value in dataclasses.asdict(settings.lifecycle).items():
+        if value < 1:
+            raise ConfigError(f"[lifecycle] {key} must be at least 1")
+    for name in settings.packages.names():
+        if settings.targets.first_response_hours(name) <= 0:
+            raise ConfigError(f"[targets] {name} must be more than 0 support hours")
+    if settings.targets.warn_before_hours < 0:
+        raise ConfigError("[targets] warn_before_hours must not be negative")
+    from gateway.hours import support_hours   # the one place that understands [hours]
+    try:
+        support_hours(settings.hours)
+    except ValueError as exc:
+        raise ConfigError(f"[hours] {exc}") from None
+
+
+def _check_mail_safety(settings: Settings) -> None:
+    if settings.auth.policy not in ("refuse", "quarantine", "off"):
+        raise ConfigError(f"[auth] policy must be \"refuse\", \"quarantine\" or \"off\", not {settings.auth.policy!r}")
+    if settings.limits.action not in ("refuse", "drop", "quarantine"):
+        raise ConfigError(f"[limits] action must be \"refuse\", \"drop\" or \"quarantine\", "
+                          f"not {settings.limits.action!r}")
+    for section in ("limits", "loops"):
+        for key, value in dataclasses.asdict(getattr(settings, section)).items():
+            if isinstance(value, int) and value < 1:
+                raise ConfigError(f"[{section}] {key} must be at least 1")
+    if settings.auth.dns_timeout_seconds <= 0:
+        raise ConfigError("[auth] dns_timeout_seconds must be more than 0")

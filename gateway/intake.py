@@ -21,10 +21,11 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from gateway import policy
+from gateway import policy, screening
 from gateway.classify import classify
 from gateway.config import Settings
 from gateway.parsing import HeaderSummary, parse_headers
+from gateway.sender_auth import Resolver
 from storage import queries
 from storage.db import transaction
 from storage.models import Inbound
@@ -32,11 +33,17 @@ from storage.models import Inbound
 log = logging.getLogger(__name__)
 
 
+# Channels whose envelope sender comes from a live SMTP/LMTP dialogue and can be judged;
+# mailbox (imap) and pipe deliveries rely on the headers, Return-Path included.
+ENVELOPE_CHANNELS = ("smtp", "lmtp")
+
+
 @dataclass(frozen=True)
 class IntakeResult:
-    status: str               # "accepted" | "duplicate" | "refused"
+    status: str               # "accepted" (stored; maybe quarantined, see reason) | "duplicate" | "refused"
     reason: str
     inbound_id: int
+    rule: str = ""            # the rule behind a refusal or hold, for the SMTP reply code
 
 
 def content_hash(raw: bytes) -> str:
@@ -54,39 +61,51 @@ def dedupe_key(message_id: str | None, digest: str) -> str:
 
 
 def receive(engine: Engine, settings: Settings, raw: bytes, envelope_from: str, recipients: Sequence[str],
-            now: datetime, channel: str = "smtp") -> IntakeResult:
-    """Judge and store one delivered message; raises only when storage fails (the caller answers 451)."""
+            now: datetime, channel: str = "smtp", resolver: Resolver | None = None) -> IntakeResult:
+    """Judge and store one delivered message; raises only when storage fails (the caller answers 451).
+
+    ``resolver`` answers the DNS lookups of DKIM verification (default: real DNS).
+    """
     headers = parse_headers(raw)
+    checks = screening.screen(engine, settings, raw, headers, resolver)   # limits, DKIM: no transaction open
     digest = content_hash(raw)
     row = Inbound(received_at=now, channel=channel, envelope_from=envelope_from,
                   envelope_to=json.dumps(list(recipients)), message_id=headers.message_id,
                   from_addr=headers.from_addr, subject=headers.subject[:500], size=len(raw),
                   content_sha256=digest)
     with transaction(engine) as session:
-        decision = judge(session, settings, headers, envelope_from, channel)
+        decision = judge(session, settings, headers, envelope_from, channel, recipients=recipients, checks=checks)
+        row.reason_code, row.auth = decision.rule, checks.auth.to_json() if checks.auth else ""
         if decision.verdict is policy.Verdict.REFUSE:
             row.outcome, row.reason, row.processed_at = "refused", decision.reason, now
             session.add(row)
             session.flush()
-            return IntakeResult("refused", decision.reason, row.id)
+            return IntakeResult("refused", decision.reason, row.id, decision.rule)
         row.raw, row.dedupe_key = raw, dedupe_key(headers.message_id, digest)
         original = queries.duplicate_of(session, row.dedupe_key)
         if original is None:
+            held = decision.verdict is policy.Verdict.QUARANTINE
+            if held:   # kept for an admin: `postdesk inbound show|release ID`
+                row.outcome, row.reason, row.processed_at = "quarantined", decision.reason, now
             session.add(row)
             try:
                 session.flush()
-                return IntakeResult("accepted", "stored", row.id)
+                return IntakeResult("accepted", decision.reason if held else "stored", row.id, decision.rule)
             except IntegrityError:   # the same message committed by another process just now
                 session.rollback()
                 original = queries.duplicate_of(session, row.dedupe_key)
         return _record_duplicate(session, row, original, now)
 
 
-def judge(session, settings: Settings, headers: HeaderSummary, envelope_from: str, channel: str) -> policy.Decision:
-    classification = classify(headers, envelope_from if channel == "smtp" else None)
+def judge(session, settings: Settings, headers: HeaderSummary, envelope_from: str, channel: str, *,
+          recipients: Sequence[str] = (), checks: screening.Screening | None = None) -> policy.Decision:
+    if checks is not None and checks.hold is not None:   # over a limit, or a check failed
+        return checks.hold
+    classification = classify(headers, envelope_from if channel in ENVELOPE_CHANNELS else None)
     person = queries.find_person(session, headers.from_addr)
     return policy.decide(policy.Author(headers.from_addr, headers.from_count, person, classification,
-                                       settings.desk.shared_local_parts))
+                                       settings.desk.shared_local_parts,
+                                       **screening.edge_facts(session, settings, headers, recipients, checks)))
 
 
 def _record_duplicate(session, row: Inbound, original: Inbound, now: datetime) -> IntakeResult:

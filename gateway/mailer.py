@@ -7,18 +7,23 @@ lost. Sending is the dispatcher's job (``outbound.py``), never done here.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlmodel import Session
 
+from gateway import loops
+from gateway.bounces import verp_address
+from gateway.commands import command_addresses, list_unsubscribe
 from gateway.composer import compose, make_thread_index
 from gateway.config import Settings
 from gateway.notifications import Notification, Recipient, TicketFacts, ticket_context
 from gateway.rendering import Renderer
+from gateway.subjects import single_reply_prefix
 from gateway.tokens import Signer
-from storage import queries
+from storage import queries, views
 from storage.models import Account, Agent, MessageRecord, Organization, Outbox, Ticket
 
 
@@ -29,6 +34,7 @@ class Deps:
     settings: Settings
     renderer: Renderer
     signer: Signer
+    resolver: Callable | None = None   # DNS TXT lookups for DKIM (gateway/sender_auth.py); None = real DNS
 
 
 def recipient_for_account(session: Session, account: Account, settings: Settings, kind: str) -> Recipient:
@@ -52,7 +58,18 @@ def ticket_facts(session: Session, ticket: Ticket, deps: Deps) -> TicketFacts:
         requester=recipient_for_account(session, requester, deps.settings, "requester"), ccs=ccs,
         created_at=ticket.created_at, followup_of=ticket.followup_of,
         reply_address=deps.signer.reply_address(deps.settings.smtp.support_address, ticket.id),
+        followers=tuple(recipient_for_account(session, a, deps.settings, "follower")
+                        for a in views.followers(session, ticket.organization_id)),
     )
+
+
+def list_headers(settings: Settings, org_id: int, org_name: str) -> dict[str, str]:
+    """RFC 2369/2919 headers of follower mail, so mail clients offer an unsubscribe button."""
+    phrase = re.sub(r'[<>"\\()]', "", org_name).strip() or f"organisation {org_id}"
+    return {
+        "List-Id": f"{phrase} new tickets <org-{org_id}.followers.{settings.support_domain}>",
+        "List-Unsubscribe": list_unsubscribe(settings.smtp.support_address),
+    }
 
 
 def agent_recipients(session: Session) -> list[Recipient]:
@@ -69,6 +86,7 @@ def queue(session: Session, deps: Deps, ticket: Ticket, facts: TicketFacts,
     """
     references = queries.thread_message_ids(session, ticket.id)
     rows = []
+    notifications = loops.allowed(session, deps.settings, ticket.id, notifications, now)   # bounces, rate limits
     for position, notification in enumerate(notifications):
         in_reply_to = queries.last_message_id_with(session, ticket.id, notification.recipient.email)
         rows.append(_queue_one(session, deps, ticket, facts, notification, in_reply_to, references,
@@ -83,9 +101,11 @@ def _queue_one(session, deps, ticket, facts, notification, in_reply_to, referenc
         "ticket": ticket_context(facts, person.locale),
         "support_address": settings.smtp.support_address,
         "product_name": settings.desk.product_name,
+        "commands": command_addresses(settings.smtp.support_address),
         **notification.context,
     }
     rendered = deps.renderer.render(notification.template, person.locale, context)
+    rendered = replace(rendered, subject=single_reply_prefix(rendered.subject))
     message_id = deps.signer.message_id(ticket.id, person.email, settings.support_domain)
     raw = compose(
         rendered, from_addr=settings.smtp.support_address, from_name=settings.outbound.from_name,
@@ -95,12 +115,18 @@ def _queue_one(session, deps, ticket, facts, notification, in_reply_to, referenc
         auto_submitted=notification.auto_submitted,
         thread_index=make_thread_index(f"{ticket.id}:{ticket.created_at.isoformat()}", ticket.created_at,
                                        len(references) + position),
+        extra_headers={loops.LOOP_HEADER: settings.smtp.support_address,
+                       **(list_headers(settings, ticket.organization_id, facts.organization)
+                          if person.kind == "follower" else {})},
     )
     row = Outbox(created_at=now, ticket_id=ticket.id, template=notification.template, locale=person.locale,
                  recipients=json.dumps([person.email]), envelope_from=settings.smtp.support_address,
-                 subject=rendered.subject, message_id=message_id, raw=raw, next_attempt_at=now)
+                 subject=rendered.subject, message_id=message_id, raw=raw, next_attempt_at=now,
+                 auto_submitted=notification.auto_submitted)
     session.add(row)
     session.flush()
+    # VERP: a delivery report names this row in its recipient (gateway/bounces.py)
+    row.envelope_from = verp_address(deps.signer, settings.smtp.support_address, row.id)
     session.add(MessageRecord(
         ticket_id=ticket.id, direction="outbound", author_email=settings.smtp.support_address,
         author_kind="system", message_id=message_id, in_reply_to=in_reply_to, subject=rendered.subject,

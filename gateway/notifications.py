@@ -7,7 +7,11 @@ context. Rendering and the outbox are the caller's business.
 Rules kept here: customers hear about their ticket (acknowledgment, support's
 answers, solved, reopened, follow-up); agents hear about every customer message;
 nothing goes to an address whose mail was itself automatic; internal notes
-reach no customer.
+reach no customer. Timer notices (``tick``): a status-update request and an
+automatic close go to the requester and the CCs; a first-response warning
+(``target_warning``) goes to every agent. A new ticket is announced to the
+accounts that follow its organisation, except its author and anyone who
+already gets it as requester or CC.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ class Recipient:
     email: str
     name: str
     locale: str
-    kind: str            # "requester" | "cc" | "customer" | "agent"
+    kind: str            # "requester" | "cc" | "customer" | "agent" | "follower"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class TicketFacts:
     created_at: datetime
     followup_of: int | None
     reply_address: str
+    followers: tuple[Recipient, ...] = ()   # active accounts of the organisation that follow it
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,10 @@ def customers(ticket: TicketFacts, exclude: Sequence[str] = ()) -> list[Recipien
 
 def plan(notices: Sequence[str], ticket: TicketFacts, message: MessageFacts | None,
          agents: Sequence[Recipient], *, author: Recipient, extra: dict[str, Any] | None = None,
-         customers_muted: bool = False) -> list[Notification]:
-    """The notifications for ``notices`` (names from lifecycle, plus "ticket_created"/"followup_created")."""
+         customers_muted: bool = False, author_automatic: bool = False) -> list[Notification]:
+    """The notifications for ``notices`` (names from lifecycle, plus "ticket_created"/"followup_created"
+    and "follower_new_ticket"). ``author_automatic``: the message was an automatic mail, so its
+    author is told nothing (RFC 3834 §2: never answer an automatic mail)."""
     extra = extra or {}
     out: list[Notification] = []
     for notice in notices:
@@ -94,17 +101,49 @@ def plan(notices: Sequence[str], ticket: TicketFacts, message: MessageFacts | No
             out += [Notification("agent_notice", a, {**extra, "event": event, "message": _message(message)}, True)
                     for a in agents if a.email.lower() != author.email.lower()]
             continue
+        if template in AGENT_TEMPLATES:
+            out += [Notification(template, a, dict(extra), True) for a in agents]
+            continue
         if customers_muted:
+            continue
+        if template == FOLLOWER_TEMPLATE:
+            out += [Notification(template, f, {**extra, "message": _message(message)})
+                    for f in followers_to_tell(ticket, author)]
             continue
         written = template in ("agent_reply", "ticket_solved") and bool(message and message.text.strip())
         for person in _customer_audience(template, ticket, author):
             context = {**extra, "message": _message(message), "is_requester": person.kind == "requester"}
             out.append(Notification(template, person, context, auto_submitted="no" if written else "auto-generated"))
+    if author_automatic:
+        out = [n for n in out if n.recipient.email.lower() != author.email.lower()]
     return out
 
 
+#: The mail about a new ticket to the accounts that follow its organisation.
+FOLLOWER_TEMPLATE = "follower_new_ticket"
+
+
+def followers_to_tell(ticket: TicketFacts, author: Recipient) -> list[Recipient]:
+    """Followers of the ticket's organisation, each once, without the author and anyone who
+    already receives the ticket's mail as requester or CC (one copy per person)."""
+    taken = {p.email.lower() for p in (ticket.requester, *ticket.ccs, author)}
+    result = []
+    for person in ticket.followers:
+        if person.email.lower() not in taken:
+            taken.add(person.email.lower())
+            result.append(person)
+    return result
+
+
+#: Notices for agents only, from timers (no author to leave out).
+AGENT_TEMPLATES = frozenset({"target_warning"})
+#: Customer notices that go to the requester and every CC.
+TO_ALL_CUSTOMERS = frozenset({"ticket_created", "agent_reply", "ticket_solved",
+                              "status_update_request", "ticket_auto_closed"})
+
+
 def _customer_audience(template: str, ticket: TicketFacts, author: Recipient) -> list[Recipient]:
-    if template in ("ticket_created", "agent_reply", "ticket_solved"):
+    if template in TO_ALL_CUSTOMERS:
         return customers(ticket)
     # reopened / follow-up: tell the customer who wrote (a CC or a colleague, too)
     return [author] if author.kind != "agent" else customers(ticket)[:1]

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
+from gateway.bounces import hold_if_bouncing
 from gateway.config import Settings
 from gateway.delivery import DeliveryError, deliver_to_maildir, deliver_via_smtp
 from storage import queries
@@ -32,7 +33,7 @@ def send_due(engine: Engine, settings: Settings, now: datetime, limit: int = 50)
         with transaction(engine) as session:
             # The row stays locked while it is delivered: another dispatcher skips it.
             row = queries.claim_outbox(session, outbox_id)
-            if row is None:
+            if row is None or hold_if_bouncing(session, row, now):   # bounced meanwhile: recorded, not sent
                 continue
             sent += _deliver(row, settings, now)
             session.add(row)

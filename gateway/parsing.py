@@ -301,6 +301,9 @@ def _walk(part: Message, body: _Body, depth: int = 0) -> None:
 def _take_leaf(part: Message, body: _Body) -> None:
     """Body text for unnamed text/plain and text/html parts, else a file."""
     ctype = part.get_content_type()
+    if ctype.startswith("multipart/") and isinstance(part.get_payload(), str):
+        ctype = "text/plain"   # a multipart without a usable boundary: its bytes are all we have, keep them readable
+        body.defects.append("multipart without boundary read as text")
     named = part.get_content_disposition() == "attachment" or bool(_given_filename(part))
     if ctype not in ("text/plain", "text/html") or named:
         body.files.append(part)
@@ -312,7 +315,8 @@ def _take_leaf(part: Message, body: _Body) -> None:
         body.defects.append(f"{ctype}: broken base64, kept what decodes")
     if not fits:
         body.defects.append(f"{ctype}: not valid {charset or 'utf-8'}, decoded leniently")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # NUL is no text (and PostgreSQL refuses it in text columns); line ends become \n
+    text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
     if ctype == "text/html":
         body.htmls.append(text)
     elif str(part.get_param("format", "")).lower() == "flowed":
@@ -440,7 +444,7 @@ def _fallback(raw: bytes, defects: list[str]) -> ParsedMessage:
         fields = _header_fields(Message())
     body = _decode_bytes(raw[len(_header_block(raw)) :], None)[0]
     return ParsedMessage(
-        **fields, text=body.replace("\r\n", "\n"), html=None, attachments=(),
+        **fields, text=body.replace("\x00", "").replace("\r\n", "\n"), html=None, attachments=(),
         defects=tuple(defects[:_MAX_DEFECTS]),
     )
 

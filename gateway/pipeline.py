@@ -7,53 +7,89 @@ outbox in the same transaction) and reads no clock (``now`` is passed in).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlmodel import Session
 
-from gateway import lifecycle, policy
+from gateway import limits, lifecycle, policy, screening
+from gateway.bounces import clear_on_new_mail
 from gateway.classify import Classification, classify
+from gateway.commands import find_command
+from gateway.intake import ENVELOPE_CHANNELS
 from gateway.mailer import Deps
 from gateway.parsing import ParsedMessage, parse_message
 from gateway.quotes import visible_text
 from gateway.threader import ThreadMatch, match_thread
 from gateway.casework import Sender, on_existing_ticket, open_new_ticket
+from gateway.selfservice import run_command
 from storage import queries
 from storage.models import Inbound
 
 
 @dataclass(frozen=True)
 class Outcome:
-    outcome: str             # ticket_created | reply | followup_created | ignored | refused
+    outcome: str             # ticket_created | reply | followup_created | ignored | refused | bounce | quarantined
     reason: str
     ticket: int | None = None
+    code: str = ""           # the rule behind it (Inbound.reason_code)
 
 
 def process_one(session: Session, inbound: Inbound, deps: Deps, now) -> Outcome:
-    parsed = parse_message(inbound.raw or b"")
-    classification = classify(parsed, inbound.envelope_from if inbound.channel == "smtp" else None)
+    raw, dropped = limits.trimmed(inbound.raw or b"", deps.settings.limits)   # parts past [limits] dropped
+    parsed = parse_message(raw)
+    classification = classify(parsed, inbound.envelope_from if inbound.channel in ENVELOPE_CHANNELS else None)
+    early = screening.early_outcome(session, deps.settings, deps.signer, inbound, inbound.raw or b"", parsed,
+                                    classification, now)
+    if early is not None:   # held (limits) or a delivery report (matched to our outbox, never a ticket)
+        return Outcome(early.outcome, early.reason, early.ticket, early.code)
     person = queries.find_person(session, parsed.from_addr)
     decision = policy.decide(policy.Author(parsed.from_addr, parsed.from_count, person, classification,
-                                           deps.settings.desk.shared_local_parts))
+                                           deps.settings.desk.shared_local_parts,
+                                           **screening.worker_facts(session, deps.settings, inbound, parsed)))
     if decision.verdict is policy.Verdict.REFUSE:
-        return Outcome("refused", decision.reason)
+        return Outcome("refused", decision.reason, code=decision.rule)
     if decision.verdict is policy.Verdict.IGNORE:
-        return Outcome("ignored", decision.reason)
+        return Outcome("ignored", decision.reason, code=decision.rule)
+    if decision.verdict is policy.Verdict.QUARANTINE:   # e.g. failed sender authentication: never threaded
+        return Outcome("quarantined", decision.reason, code=decision.rule)
     sender = Sender.load(session, parsed.from_addr, parsed.from_name, deps.settings)
+    automatic = classification.auto_generated or classification.bounce
+    if not automatic:
+        clear_on_new_mail(session, sender.account)   # a bouncing address that writes again works again
+    command = find_command(_recipients(inbound, parsed), deps.settings.smtp.support_address,
+                           parsed.subject, parsed.text or "")
+    if command is not None:   # a mail to support+follow@… and the like is a command, never a ticket
+        _, reason = run_command(session, deps, parsed, sender, classification, command, now)
+        return Outcome("ignored", f"no ticket: {reason}")
     match = _thread(session, deps, inbound, parsed, sender)
     body = visible_text(parsed.text, parsed.html)
     if match.ticket_number is None:
-        return _without_ticket(session, deps, inbound, parsed, sender, classification, match, body, now)
+        outcome = _without_ticket(session, deps, inbound, parsed, sender, classification, match, body, now)
+        return replace(outcome, reason=outcome.reason + screening.note_dropped(session, outcome.ticket, dropped, now))
+    quiet = screening.quiet_reason(session, deps.settings, match.ticket_number, sender.email, automatic, now)
+    if quiet:   # loop protection: kept as an internal note, nothing sent
+        kind = "agent" if sender.is_agent else "customer"
+        kept = screening.keep_quietly(session, inbound, parsed, sender.email, kind, match.ticket_number, body,
+                                      quiet, now)
+        return Outcome(kept.outcome, kept.reason, kept.ticket, kept.code)
     outcome, reason, number = on_existing_ticket(session, deps, inbound, parsed, sender, classification,
                                                  match, body, now)
-    return Outcome(outcome, reason, number)
+    return Outcome(outcome, reason + screening.note_dropped(session, number, dropped, now), number,
+                   decision.rule)
 
 
 def _thread(session: Session, deps: Deps, inbound: Inbound, parsed: ParsedMessage, sender: Sender) -> ThreadMatch:
     lookup = queries.StoredThreads(session, deps.signer, deps.settings.smtp.support_address,
-                                   sender.org_id, sender.is_agent)
-    recipients = [*json.loads(inbound.envelope_to or "[]"), *parsed.to, *parsed.cc]
-    return match_thread(recipients, parsed.in_reply_to, parsed.references, parsed.subject, lookup)
+                                   sender.org_id, sender.is_agent, sender_email=sender.email)
+    match = match_thread(_recipients(inbound, parsed), parsed.in_reply_to, parsed.references, parsed.subject, lookup)
+    if lookup.unverified:   # our Message-ID shape with a signature that does not verify: never followed
+        match = replace(match, skipped=(*match.skipped, *(f"Message-ID {mid} is not one we signed"
+                                                           for mid in lookup.unverified)))
+    return match
+
+
+def _recipients(inbound: Inbound, parsed: ParsedMessage) -> list[str]:
+    return [*json.loads(inbound.envelope_to or "[]"), *parsed.to, *parsed.cc]
 
 
 def _without_ticket(session, deps, inbound, parsed, sender: Sender, classification: Classification,

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway.classify import Classification, is_role_address
+from gateway.sender_auth import AuthResult
 
 
 class Verdict(StrEnum):
     ACCEPT = "accept"
     IGNORE = "ignore"
     REFUSE = "refuse"
+    QUARANTINE = "quarantine"    # kept with a typed reason until an admin releases it
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class Author:
     person: Person | None
     classification: Classification
     shared_local_parts: tuple[str, ...]
+    # issue 5: loops and sender authentication (filled by intake and pipeline; defaults = not checked)
+    own_mail: str | None = None           # why the message is Postdesk's own mail come back, if it is
+    bounce_address: bool = False          # sent to a signed VERP bounce address of our outbound mail
+    authentication: AuthResult | None = None
+    auth_action: str = "quarantine"       # [auth] policy: "refuse" | "quarantine"
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,35 @@ def _unknown(author: Author) -> Decision | None:
     return None
 
 
+def _own_mail(author: Author) -> Decision | None:
+    # Our own notification come back (a forward-all rule, a list, a misconfigured relay): never a
+    # ticket, never an answer, and never a refusal either (that would bounce to us again).
+    if author.own_mail:
+        return Decision(Verdict.IGNORE, "own-mail", f"ignored: {author.own_mail}")
+    return None
+
+
+def _to_bounce_address(author: Author) -> Decision | None:
+    if author.bounce_address:
+        return Decision(Verdict.IGNORE, "delivery-report", "sent to a bounce address of our outbound mail")
+    return None
+
+
+def _forged(author: Author) -> Decision | None:
+    """A known person's address whose domain does not vouch for the message (RFC 7489, RFC 6376)."""
+    auth, p = author.authentication, author.person
+    if auth is None or p is None or p.kind is None or auth.verdict not in ("fail", "temperror"):
+        return None
+    if auth.verdict == "temperror":
+        return Decision(Verdict.QUARANTINE, "sender-auth-temperror",
+                        f"quarantined: the sender could not be authenticated now ({auth.reason})")
+    rule = "sender-auth-failed" if auth.method == "authentication-results" else "sender-dkim-failed"
+    reason = f"the sender {author.from_addr} could not be authenticated: {auth.reason}"
+    if author.auth_action == "refuse":
+        return Decision(Verdict.REFUSE, rule, f"refused: {reason}")
+    return Decision(Verdict.QUARANTINE, rule, f"quarantined: {reason}")
+
+
 RULES: tuple[Callable[[Author], Decision | None], ...] = (
-    _automatic, _no_author, _agent, _shared, _unknown,
+    _own_mail, _to_bounce_address, _automatic, _no_author, _forged, _agent, _shared, _unknown,
 )

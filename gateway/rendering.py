@@ -57,7 +57,29 @@ TEMPLATE_CONTEXT: dict[str, frozenset[str]] = {
     "ticket_reopened": frozenset(),
     "followup_created": frozenset({"previous"}),
     "agent_notice": frozenset({"message", "event", "attachments"}),
+    "status_update_request": frozenset({"is_requester", "waiting_days", "close_after_days", "close_at"}),
+    "ticket_auto_closed": frozenset({"is_requester", "rule", "days"}),
+    "target_warning": frozenset({"stage", "due_at", "hours_left"}),
+    "follower_new_ticket": frozenset({"message", "commands"}),
+    "invitation": frozenset({"organization", "commands", "modules"}),
+    "welcome": frozenset({"organization", "commands", "modules"}),
+    "follow_confirmation": frozenset({"organization", "following", "changed", "commands"}),
+    "request_digest": frozenset({"organization", "sections", "commands"}),
+    "sender_refused": frozenset({"rule", "original_subject"}),
 }
+
+#: Templates about a person rather than a ticket (onboarding, email commands): their
+#: context has no ``ticket`` and their subject carries no ``[#N]`` tag.
+ACCOUNT_TEMPLATES: frozenset[str] = frozenset({
+    "invitation", "welcome", "follow_confirmation", "request_digest",
+    "sender_refused",   # mail from a mailbox whose sender was refused (imap_poller, refusal_notice)
+})
+
+
+def common_context(name: str) -> frozenset[str]:
+    """The variables every mail of template ``name`` gets (without ``ticket`` for account mails)."""
+    return COMMON_CONTEXT - {"ticket"} if name in ACCOUNT_TEMPLATES else COMMON_CONTEXT
+
 
 #: Localised labels for the ``*_label`` context fields; see :func:`label`.
 LABELS: dict[str, dict[str, dict[str, str]]] = {
@@ -359,7 +381,7 @@ class Renderer:
             undeclared = find_undeclared_variables(ast)
         except (TemplateSyntaxError, _Refused) as exc:
             raise _as_template_error(exc, name, locale, part, "") from None
-        unknown = sorted(undeclared - COMMON_CONTEXT - TEMPLATE_CONTEXT[name] - set(self._env.globals))
+        unknown = sorted(undeclared - common_context(name) - TEMPLATE_CONTEXT[name] - set(self._env.globals))
         if unknown:
             lineno = _first_use(ast, unknown[0])
             raise TemplateError(name, locale, f"unknown variable {unknown[0]!r}", lineno, part)
@@ -472,7 +494,7 @@ def _first_use(ast: nodes.Template, name: str) -> int | None:
 def _check_output(name: str, locale: str, part: str, output: str, context: Mapping[str, Any]) -> None:
     if part == "body.txt" and not output.strip():
         raise TemplateError(name, locale, "the text body is empty", part=part)
-    if part == "subject.txt":
+    if part == "subject.txt" and name not in ACCOUNT_TEMPLATES:
         tag = f"[#{context['ticket']['number']}]"
         if tag not in one_line(output):
             raise TemplateError(name, locale, f"the subject must keep the ticket tag, e.g. {tag}", part=part)
@@ -542,7 +564,11 @@ def _sample_variants(name: str, locale: str) -> list[dict[str, Any]]:
         "ticket_created": _created_samples, "agent_reply": _reply_samples,
         "ticket_solved": _solved_samples, "ticket_reopened": _reopened_samples,
         "followup_created": _followup_samples, "agent_notice": _notice_samples,
+        "status_update_request": _status_request_samples, "ticket_auto_closed": _auto_closed_samples,
+        "target_warning": _target_warning_samples, "sender_refused": _refused_samples,
     }
+    from gateway.sample_accounts import SAMPLE_BUILDERS  # onboarding, commands, followers
+    builders.update(SAMPLE_BUILDERS)
     if name not in builders:
         raise TemplateError(name, locale, "no such template")
     return copy.deepcopy(builders[name](locale))
@@ -606,3 +632,34 @@ def _notice_samples(locale: str) -> list[dict[str, Any]]:
         _sample_base(locale, number=1043, followup_of=1042)
         | {"message": message, "event": "followup", "attachments": files[:1]},
     ]
+
+
+def _status_request_samples(locale: str) -> list[dict[str, Any]]:
+    close_at = datetime(2026, 12, 2, 13, 5, tzinfo=timezone.utc)
+    facts = {"waiting_days": 30, "close_after_days": 5, "close_at": close_at}
+    return [_sample_base(locale, status="awaiting_reply") | {"is_requester": True, **facts},
+            _sample_base(locale, status="awaiting_reply") | {"is_requester": False, **facts}]
+
+
+def _auto_closed_samples(locale: str) -> list[dict[str, Any]]:
+    request = {"type": "service_request", "priority": None, "module": None}
+    return [
+        _sample_base(locale, status="closed") | {"is_requester": True, "rule": "reopen-window-ended", "days": 14},
+        _sample_base(locale, status="closed", **request)
+        | {"is_requester": True, "rule": "service-request-inactive", "days": 30},
+        _sample_base(locale, status="closed") | {"is_requester": False, "rule": "problem-inactive", "days": 35},
+    ]
+
+
+def _target_warning_samples(locale: str) -> list[dict[str, Any]]:
+    due = datetime(2026, 11, 30, 12, 5, tzinfo=timezone.utc)
+    return [_sample_base(locale) | {"stage": "due_soon", "due_at": due, "hours_left": 0.75},
+            _sample_base(locale, priority="blocker") | {"stage": "overdue", "due_at": due, "hours_left": -2.5}]
+
+
+def _refused_samples(locale: str) -> list[dict[str, Any]]:
+    base = _sample_base(locale)
+    del base["ticket"]
+    subject = "Export nach Excel bricht ab" if _language(locale) == "de" else "Excel export fails"
+    return [base | {"rule": rule, "original_subject": subject}
+            for rule in ("sender-unknown", "sender-shared", "sender-list", "sender-inactive", "from-invalid")]

@@ -20,3 +20,17 @@ def sender_refused(reason: str) -> str:
 def message_refused(reason: str) -> str:
     """A permanent refusal of the message content (554 5.6.0)."""
     return f"554 5.6.0 {' '.join(reason.split())}"
+
+
+# Refusals whose rule calls for a more precise code than 550 5.7.1 (RFC 3463, RFC 7372).
+_REFUSAL_CODES = {
+    "over-limit": "552 5.3.4",           # message too big for system: a MIME or header limit
+    "sender-auth-failed": "550 5.7.26",  # DMARC: the authentication checks of the From domain failed
+    "sender-dkim-failed": "550 5.7.22",  # no valid DKIM signature matching the author's domain
+}
+
+
+def refusal(rule: str, reason: str) -> str:
+    """The permanent refusal for a policy or limits rule, with a one-line ASCII reason."""
+    text = " ".join(reason.split()).encode("ascii", "replace").decode("ascii")[:400]
+    return f"{_REFUSAL_CODES.get(rule, '550 5.7.1')} {text}"

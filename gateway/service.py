@@ -3,8 +3,10 @@
 ``serve`` runs the SMTP listener on the event loop and one background thread
 that processes stored messages, delivers the outbox and fires timers. The
 listener wakes the thread after every stored message, so mail shows up on its
-ticket at once under light load. SIGTERM or Ctrl-C: stop listening, let the
-messages in hand finish, run a last pass, exit 0.
+ticket at once under light load. With ``[lmtp] enabled`` an LMTP listener runs
+beside it on the same loop, and with ``[imap] username`` set the IMAP poller runs
+in a thread of its own (``imap_poller.PollerThread``). SIGTERM or Ctrl-C: stop
+listening, let the messages in hand finish, run a last pass, exit 0.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from gateway.tokens import Signer
 from gateway.worker import process_pending
 from storage import queries
 from storage.db import create_schema, make_engine, transaction
+from storage.templates import DatabaseOverrides
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,9 @@ def build_runtime(settings: Settings, clock: Clock | None = None, create: bool =
     if not secret:
         with transaction(engine) as session:
             secret = queries.signing_secret(session)
-    renderer = Renderer(default_template_dir(), default_locale=settings.desk.default_locale)
+    overrides = DatabaseOverrides(settings.database_url, settings.database.busy_timeout_seconds)
+    renderer = Renderer(default_template_dir(), overrides=overrides, default_locale=settings.desk.default_locale,
+                        display_timezone=settings.hours.timezone)
     deps = Deps(settings=settings, renderer=renderer, signer=Signer(secret))
     return Runtime(engine, settings, clock or SystemClock(), deps)
 
@@ -100,7 +105,8 @@ async def serve(runtime: Runtime, ready: threading.Event | None = None,
                 stop: asyncio.Event | None = None) -> None:
     settings = runtime.settings
     background = BackgroundWork(runtime)
-    handler = GatewayHandler(runtime.engine, settings, runtime.clock, on_stored=background.wake.set)
+    handler = GatewayHandler(runtime.engine, settings, runtime.clock, on_stored=background.wake.set,
+                             resolver=runtime.deps.resolver)
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -109,7 +115,9 @@ async def serve(runtime: Runtime, ready: threading.Event | None = None,
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread (tests): the caller sets ``stop``
     server = await loop.create_server(make_server_factory(handler, settings), settings.smtp.host, settings.smtp.port)
+    lmtp_handler, lmtp_server = await _start_lmtp(runtime, background)
     background.start()
+    poller = _start_poller(runtime, background)
     log.info("Postdesk listening on %s:%s for %s", settings.smtp.host, settings.smtp.port,
              settings.smtp.support_address)
     if ready is not None:
@@ -117,8 +125,38 @@ async def serve(runtime: Runtime, ready: threading.Event | None = None,
     await stop.wait()
     log.info("shutting down: finishing messages in hand")
     server.close()
+    if lmtp_server is not None:
+        lmtp_server.close()
+    if poller is not None:
+        await asyncio.to_thread(poller.join)
     deadline = time.monotonic() + 30
-    while handler.in_flight and time.monotonic() < deadline:
+    while (handler.in_flight or (lmtp_handler and lmtp_handler.in_flight)) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     background.stop()
     log.info("stopped")
+
+
+async def _start_lmtp(runtime: Runtime, background: BackgroundWork):
+    """The LMTP listener of ``[lmtp]``, when enabled: (handler, server), else (None, None)."""
+    settings = runtime.settings
+    if not settings.lmtp.enabled:
+        return None, None
+    from gateway.lmtp_server import LmtpHandler, make_lmtp_factory
+    handler = LmtpHandler(runtime.engine, settings, runtime.clock, on_stored=background.wake.set,
+                          resolver=runtime.deps.resolver)
+    server = await asyncio.get_running_loop().create_server(make_lmtp_factory(handler, settings),
+                                                            settings.lmtp.host, settings.lmtp.port)
+    log.info("LMTP listening on %s:%s", settings.lmtp.host, settings.lmtp.port)
+    return handler, server
+
+
+def _start_poller(runtime: Runtime, background: BackgroundWork):
+    """The IMAP poller of ``[imap]``, when a mailbox is configured (a username is set)."""
+    if not runtime.settings.imap.configured:
+        return None
+    from gateway.imap_poller import PollerThread
+    poller = PollerThread(runtime, background.wake.set)
+    poller.start()
+    log.info("polling IMAP %s@%s:%s folder %r", runtime.settings.imap.username, runtime.settings.imap.host,
+             runtime.settings.imap.port, runtime.settings.imap.folder)
+    return poller

@@ -25,8 +25,12 @@ log = logging.getLogger(__name__)
 
 
 class GatewayHandler:
-    def __init__(self, engine, settings: Settings, clock: Clock, on_stored: Callable[[], None] = lambda: None):
+    channel = "smtp"   # recorded on each inbound row; the LMTP edge reuses this handler
+
+    def __init__(self, engine, settings: Settings, clock: Clock, on_stored: Callable[[], None] = lambda: None,
+                 resolver: Callable | None = None):
         self.engine, self.settings, self.clock, self.on_stored = engine, settings, clock, on_stored
+        self.resolver = resolver   # DNS for DKIM verification (None: real DNS); tests inject one
         self.in_flight = 0
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -44,7 +48,8 @@ class GatewayHandler:
         self.in_flight += 1
         try:
             result = await asyncio.to_thread(receive, self.engine, self.settings, raw, envelope.mail_from or "",
-                                             list(envelope.rcpt_tos), self.clock.now(), "smtp")
+                                             list(envelope.rcpt_tos), self.clock.now(), self.channel,
+                                             resolver=self.resolver)
         except Exception:  # noqa: BLE001 - any storage problem is temporary for the sender
             log.exception("storing a message from %s failed; answered 451", _redact(envelope.mail_from))
             return replies.TRY_AGAIN_LATER
@@ -52,7 +57,7 @@ class GatewayHandler:
             self.in_flight -= 1
         if result.status == "refused":
             log.info("inbound %s refused: %s", result.inbound_id, result.reason)
-            return replies.sender_refused(_wire_reason(result.reason))
+            return replies.refusal(result.rule, _wire_reason(result.reason))
         self.on_stored()
         return replies.OK_DUPLICATE if result.status == "duplicate" else replies.OK
 

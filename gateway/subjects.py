@@ -97,3 +97,27 @@ def subject_from_text(text: str, limit: int = 80) -> str:
     if not cut.strip():
         cut = line[:room]
     return cut[:room].rstrip(" ,;:.-") + _ELLIPSIS
+
+
+_LEADING_TAG = re.compile(r"^\s*(?:\[#\s*\d{1,12}\s*\]\s*)?")
+_FIRST_MARKER = re.compile(r"\s*([^\s:\uff1a\[\(\^]+)")
+
+
+def single_reply_prefix(subject: str) -> str:
+    """Keep one reply marker where several are stacked after the optional ticket tag.
+
+    Outbound subjects should read ``[#3] Re: Export``, never ``Re: AW: RE: Export``;
+    the first marker is kept as written, every further one is dropped.
+
+    >>> single_reply_prefix("[#3] Re: AW: RE[2]: Export")
+    '[#3] Re: Export'
+    >>> single_reply_prefix("[#3] Export: Re: question")
+    '[#3] Export: Re: question'
+    """
+    tag = _LEADING_TAG.match(subject).group(0)
+    rest = subject[len(tag):]
+    run = _REPLY_PREFIXES.match(rest)
+    if not run:
+        return subject
+    marker = _FIRST_MARKER.match(rest).group(1)
+    return f"{tag}{marker}: {rest[run.end():]}"

@@ -60,6 +60,24 @@ class Signer:
         """Whether ``message_id`` has our shape (the signature is checked against the stored recipient elsewhere)."""
         return bool(_MID_RE.match(message_id.strip()))
 
+    def verify_message_id(self, message_id: str, recipient: str) -> int | None:
+        """The ticket number of one of our Message-IDs when it was signed for ``recipient``, else None.
+
+        Account mails (invitations, digests) carry number 0: they name no ticket.
+
+        >>> signer = Signer(b"k")
+        >>> mid = signer.message_id(7, "Jane@Example.com", "desk.example.com")
+        >>> signer.verify_message_id(mid, "jane@example.com"), signer.verify_message_id(mid, "eve@example.com")
+        (7, None)
+        """
+        match = _MID_RE.match((message_id or "").strip())
+        if not match or not recipient:
+            return None
+        number, key = match["number"], match["key"]
+        if not self.verify(f"mid:{number}:{key}:{recipient.strip().lower()}", match["sig"]):
+            return None
+        return int(number)
+
 
 def plus_token(address: str, support_address: str) -> str | None:
     """``"12-abc"`` for ``support+12-abc@domain``; ``""`` for the bare address; None for other addresses."""

@@ -54,6 +54,7 @@ def process_inbound(engine: Engine, deps: Deps, inbound_id: int, now: datetime) 
 
 def _finish(inbound: Inbound, outcome: Outcome, now: datetime) -> None:
     inbound.outcome, inbound.reason, inbound.ticket_number = outcome.outcome, outcome.reason, outcome.ticket
+    inbound.reason_code = outcome.code
     inbound.processed_at, inbound.error = now, None
     inbound.attempts += 1
 
@@ -63,7 +64,7 @@ def _quarantine(engine: Engine, inbound_id: int, exc: Exception, now: datetime) 
         inbound = session.get(Inbound, inbound_id)
         if inbound is None or inbound.outcome != "pending":
             return
-        inbound.outcome = "quarantined"
+        inbound.outcome, inbound.reason_code = "quarantined", "processing-failed"
         inbound.reason = f"quarantined: processing failed ({type(exc).__name__}: {_first_line(exc)})"
         inbound.error = "".join(traceback.format_exception(exc))[-4000:]
         inbound.processed_at = now

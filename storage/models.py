@@ -60,6 +60,10 @@ class Account(SQLModel, table=True):
     active: bool = True
     created_at: datetime = _ts()
     deactivated_at: Optional[datetime] = _ts(nullable=True)
+    # bounces (gateway/bounces.py): no mail goes to a bouncing address until cleared
+    bouncing: bool = False
+    bounced_at: Optional[datetime] = _ts(nullable=True)
+    bounce_reason: str = ""
 
 
 class Agent(SQLModel, table=True):
@@ -94,6 +98,13 @@ class Ticket(SQLModel, table=True):
     status_changed_at: datetime = _ts()
     solved_at: Optional[datetime] = _ts(nullable=True, index=True)
     closed_at: Optional[datetime] = _ts(nullable=True)
+    # timers (gateway/lifecycle.py, gateway/targets.py); all empty by default
+    last_customer_at: Optional[datetime] = _ts(nullable=True)
+    awaiting_since: Optional[datetime] = _ts(nullable=True, index=True)
+    status_request_sent_at: Optional[datetime] = _ts(nullable=True)
+    first_response_due_at: Optional[datetime] = _ts(nullable=True, index=True)
+    first_responded_at: Optional[datetime] = _ts(nullable=True)
+    first_response_warning: Optional[str] = None
 
 
 class TicketCC(SQLModel, table=True):
@@ -163,6 +174,10 @@ class Inbound(SQLModel, table=True):
     error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     attempts: int = 0
     processed_at: Optional[datetime] = _ts(nullable=True)
+    # typed reasons and holds (gateway/intake.py, gateway/quarantine.py)
+    reason_code: str = ""          # the rule behind the outcome: sender-auth-failed, over-limit, processing-failed …
+    auth: str = ""                 # the sender-authentication verdict at receipt (JSON), "" when not checked
+    released_at: Optional[datetime] = _ts(nullable=True)   # an admin released it from quarantine
 
 
 class Outbox(SQLModel, table=True):
@@ -181,6 +196,7 @@ class Outbox(SQLModel, table=True):
     next_attempt_at: datetime = _ts(index=True)
     last_error: Optional[str] = None
     sent_at: Optional[datetime] = _ts(nullable=True)
+    auto_submitted: str = ""       # the mail's Auto-Submitted value: loop limits count the automatic ones
 
 
 class TicketEvent(SQLModel, table=True):
@@ -203,3 +219,28 @@ class Meta(SQLModel, table=True):
 
 
 Index("ix_message_ticket_created", MessageRecord.ticket_id, MessageRecord.created_at)
+
+
+class TemplateVersion(SQLModel, table=True):
+    """One version of an admin's override of a notification template, for one locale.
+
+    Versions are only ever added: the newest version of (name, locale) is in force.
+    A part that is None falls back to the packaged template; ``body_html`` "" means
+    "no HTML part". A ``reset`` version has every part None: the defaults are in force.
+    """
+
+    __tablename__ = "template_version"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    locale: str
+    version: int
+    action: str = "set"                  # set | rollback | reset
+    subject: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    body_text: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    body_html: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    author: str = ""
+    note: str = ""
+    created_at: datetime = _ts()
+
+
+Index("ux_template_version", TemplateVersion.name, TemplateVersion.locale, TemplateVersion.version, unique=True)

@@ -56,9 +56,11 @@ class StoredThreads:
     """The :class:`gateway.threader.ThreadLookup` over the database, for one sender."""
 
     def __init__(self, session: Session, signer: Signer, support_address: str,
-                 sender_org_id: int | None, sender_is_agent: bool) -> None:
+                 sender_org_id: int | None, sender_is_agent: bool, sender_email: str = "") -> None:
         self.session, self.signer, self.support_address = session, signer, support_address
         self.sender_org_id, self.sender_is_agent = sender_org_id, sender_is_agent
+        self.sender_email = sender_email
+        self.unverified: list[str] = []   # Message-IDs of our shape whose signature did not verify
 
     def ticket_for_token(self, address: str) -> int | None:
         return self.signer.ticket_from_address(address, self.support_address)
@@ -66,12 +68,34 @@ class StoredThreads:
     def tickets_for_message_ids(self, message_ids: Sequence[str]) -> dict[str, int]:
         if not message_ids:
             return {}
-        rows = self.session.exec(select(MessageRecord.message_id, MessageRecord.ticket_id)
-                                 .where(MessageRecord.message_id.in_(list(message_ids)))
-                                 .order_by(MessageRecord.id))
+        ours = [mid for mid in message_ids if self.signer.is_own_message_id(mid)]
+        others = [mid for mid in message_ids if mid not in ours]
         found: dict[str, int] = {}
-        for mid, ticket_id in rows:
-            found.setdefault(mid, ticket_id)
+        if others:
+            rows = self.session.exec(select(MessageRecord.message_id, MessageRecord.ticket_id)
+                                     .where(MessageRecord.message_id.in_(others))
+                                     .order_by(MessageRecord.id))
+            for mid, ticket_id in rows:
+                found.setdefault(mid, ticket_id)
+        found.update(self._own_message_ids(ours))
+        return found
+
+    def _own_message_ids(self, message_ids: Sequence[str]) -> dict[str, int]:
+        """Our signed Message-IDs, verified against the recipient we sent them to (or, when that
+        mail is not on record, against the sender): a made-up or altered one is never followed."""
+        if not message_ids:
+            return {}
+        rows = self.session.exec(select(MessageRecord.message_id, MessageRecord.recipient)
+                                 .where(MessageRecord.message_id.in_(list(message_ids)),
+                                        MessageRecord.direction == "outbound"))
+        sent = {mid: recipient for mid, recipient in rows}
+        found: dict[str, int] = {}
+        for mid in dict.fromkeys(message_ids):
+            number = self.signer.verify_message_id(mid, sent.get(mid) or self.sender_email)
+            if number is None:
+                self.unverified.append(mid)
+            elif number:   # 0: an account mail (invitation, digest), which names no ticket
+                found[mid] = number
         return found
 
     def ticket_exists(self, number: int) -> bool:
@@ -142,6 +166,10 @@ def ticket_summary(session: Session, ticket: Ticket) -> dict:
         "followup_of": ticket.followup_of, "created_at": _iso(ticket.created_at),
         "updated_at": _iso(ticket.updated_at), "solved_at": _iso(ticket.solved_at),
         "closed_at": _iso(ticket.closed_at),
+        "first_response_due_at": _iso(ticket.first_response_due_at),
+        "first_responded_at": _iso(ticket.first_responded_at),
+        "awaiting_since": _iso(ticket.awaiting_since),
+        "status_request_sent_at": _iso(ticket.status_request_sent_at),
     }
 
 
@@ -180,6 +208,7 @@ def inbound_record(row: Inbound) -> dict:
         "to": json.loads(row.envelope_to or "[]"), "subject": row.subject, "received_at": _iso(row.received_at),
         "channel": row.channel, "size": row.size, "outcome": row.outcome, "reason": row.reason,
         "ticket": row.ticket_number, "error": row.error, "processed_at": _iso(row.processed_at),
+        "reason_code": row.reason_code, "released_at": _iso(row.released_at),
     }
 
 
@@ -232,3 +261,11 @@ def claim_outbox(session: Session, outbox_id: int) -> Outbox | None:
 def duplicate_of(session: Session, dedupe_key: str) -> Inbound | None:
     return session.exec(select(Inbound).where(Inbound.dedupe_key == dedupe_key)).first()
 
+
+
+def last_outbox_to(session: Session, template: str, address: str) -> datetime | None:
+    """When a mail of ``template`` was last queued for exactly ``address`` (rate limits), or None."""
+    query = (select(Outbox.created_at).where(Outbox.template == template,
+                                             Outbox.recipients == json.dumps([address.lower()]))
+             .order_by(Outbox.created_at.desc()).limit(1))
+    return session.exec(query).first()

@@ -23,8 +23,16 @@ def open_ticket(session: Session, *, org_id: int, requester_id: int, subject: st
 
 
 def state_of(ticket: Ticket) -> TicketState:
+    awaiting_since = ticket.awaiting_since
+    if awaiting_since is None and ticket.status == Status.AWAITING_REPLY.value:
+        awaiting_since = ticket.status_changed_at   # a row written before the clock was stored
     return TicketState(status=Status(ticket.status), type=ticket.type, priority=ticket.priority,
-                       module=ticket.module, solved_at=ticket.solved_at, closed_at=ticket.closed_at)
+                       module=ticket.module, solved_at=ticket.solved_at, closed_at=ticket.closed_at,
+                       last_customer_at=ticket.last_customer_at, awaiting_since=awaiting_since,
+                       status_request_sent_at=ticket.status_request_sent_at,
+                       first_response_due_at=ticket.first_response_due_at,
+                       first_responded_at=ticket.first_responded_at,
+                       first_response_warning=ticket.first_response_warning)
 
 
 def save_state(session: Session, ticket: Ticket, state: TicketState, now: datetime) -> None:
@@ -32,6 +40,10 @@ def save_state(session: Session, ticket: Ticket, state: TicketState, now: dateti
         ticket.status_changed_at = now
     ticket.status, ticket.type, ticket.priority, ticket.module = state.status.value, state.type, state.priority, state.module
     ticket.solved_at, ticket.closed_at = state.solved_at, state.closed_at
+    ticket.last_customer_at, ticket.awaiting_since = state.last_customer_at, state.awaiting_since
+    ticket.status_request_sent_at = state.status_request_sent_at
+    ticket.first_response_due_at, ticket.first_responded_at = state.first_response_due_at, state.first_responded_at
+    ticket.first_response_warning = state.first_response_warning
     ticket.updated_at = now
     session.add(ticket)
 

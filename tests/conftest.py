@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email
 import email.policy
 import io
@@ -72,6 +73,7 @@ class Desk:
         self.settings = load_settings(config)
         self.runtime = build_runtime(self.settings, clock)
         self.port = self.settings.smtp.port
+        self.setup_mail: set[str] | None = None   # Maildir keys delivered before the first send()
 
     # -- CLI -------------------------------------------------------------------------------
     def cli(self, *args: str, expect: int = 0) -> str:
@@ -93,7 +95,13 @@ class Desk:
 
     # -- SMTP ------------------------------------------------------------------------------
     def send(self, msg: EmailMessage | bytes, sender: str | None = None, rcpts: list[str] | None = None):
-        """Send over SMTP; returns (code, text) of the end-of-DATA reply; waits until processed."""
+        """Send over SMTP; returns (code, text) of the end-of-DATA reply; waits until processed.
+
+        The first send sets the setup's mail (invitations, welcome mails) aside: ``delivered()``
+        then shows only what the test's own messages caused.
+        """
+        if self.setup_mail is None:
+            self.setup_mail = set(self._maildir().keys())
         raw = msg if isinstance(msg, bytes) else msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
         if sender is None:
             sender = msg["From"] if isinstance(msg, EmailMessage) else "someone@example.net"
@@ -123,13 +131,18 @@ class Desk:
     def flush(self) -> None:
         self.cli("outbox", "flush")
 
-    def delivered(self, to: str | None = None) -> list:
-        """Messages in the Maildir (after a flush), optionally only those to ``to``."""
+    def _maildir(self) -> mailbox.Maildir:
         self.flush()
-        box = mailbox.Maildir(self.settings.maildir_path, create=True,
-                              factory=lambda f: email.message_from_binary_file(f, policy=email.policy.default))
+        return mailbox.Maildir(self.settings.maildir_path, create=True,
+                               factory=lambda f: email.message_from_binary_file(f, policy=email.policy.default))
+
+    def delivered(self, to: str | None = None, include_setup: bool = False) -> list:
+        """Messages in the Maildir (after a flush), optionally only those to ``to``; without
+        ``include_setup``, not those set aside by the first ``send()``."""
+        box = self._maildir()
+        keys = [k for k in box.keys() if include_setup or k not in (self.setup_mail or ())]
         # file names start with "postdesk-<outbox id>-": sort in the order the mails were queued
-        msgs = [box[key] for key in sorted(box.keys(), key=lambda k: int(k.split("-")[1]))]
+        msgs = [box[key] for key in sorted(keys, key=lambda k: int(k.split("-")[1]))]
         return [m for m in msgs if to is None or to.lower() in (m["To"] or "").lower()]
 
 
@@ -144,9 +157,11 @@ def desk(tmp_path, clock):
     yield from _running_desk(tmp_path, clock)
 
 
-def _running_desk(tmp_path: Path, clock: FixedClock, extra: str = "", db_url: str | None = None):
+def _running_desk(tmp_path: Path, clock: FixedClock, extra: str = "", db_url: str | None = None, resolver=None):
     config = write_config(tmp_path, extra, db_url=db_url)
     d = Desk(config, clock)
+    if resolver is not None:   # DNS for DKIM verification (tests/test_sender_auth.py)
+        d.runtime.deps = dataclasses.replace(d.runtime.deps, resolver=resolver)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     ready = threading.Event()

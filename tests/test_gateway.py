@@ -275,7 +275,7 @@ def test_tick_closes_solved_tickets_after_14_days_and_reply_then_opens_followup(
     acme.cli("tick", "--now", (solved_at + timedelta(days=14, seconds=1)).isoformat())
     assert acme.ticket(number)["status"] == "closed"
     acme.cli("tick", "--now", (solved_at + timedelta(days=15)).isoformat())
-    assert [e for e in acme.ticket(number)["events"] if e["kind"] == "auto-close"].__len__() == 1
+    assert [e for e in acme.ticket(number)["events"] if e["kind"] == "reopen-window-ended"].__len__() == 1
     acme.send(mail("alice@acme.example", "Re: [#1] Export fails", "Hello again."))
     assert acme.inbound()[-1]["outcome"] == "followup_created"
 

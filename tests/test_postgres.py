@@ -125,9 +125,9 @@ def test_two_dispatchers_send_each_queued_mail_once(tmp_path, pg_cluster):
         config = write_config(tmp_path, db_url=url)
         config.write_text(config.read_text().replace("[outbound]\n", extra.replace("\n[outbound]\n", "[outbound]\n"), 1))
         postdesk(config, "init")
-        postdesk(config, "org", "add", "ACME", "--package", "gold", "--main-contact", "alice@acme.example")
+        postdesk(config, "org", "add", "ACME", "--package", "gold", "--main-contact", "alice@acme.example", "--no-mail")
         for i in range(8):
-            postdesk(config, "account", "add", f"p{i}@acme.example", "--org", "ACME")
+            postdesk(config, "account", "add", f"p{i}@acme.example", "--org", "ACME", "--no-mail")
         for i in range(8):
             path = tmp_path / f"m{i}.eml"
             path.write_bytes(mail(f"p{i}@acme.example", f"Question {i}", "Hello").as_bytes())

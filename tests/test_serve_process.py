@@ -87,7 +87,7 @@ def test_readme_path_swaks_mail_becomes_ticket_and_acknowledgment(served, tmp_pa
                       and json.loads(r.stdout))
     assert (ticket["status"], ticket["type"], ticket["priority"]) == ("open", "problem", "high")
     box = mailbox.Maildir(tmp_path / "maildir", create=False)
-    acks = wait_for(lambda: [m for m in box if "alice@acme.example" in m["To"]])
+    acks = wait_for(lambda: [m for m in box if "alice@acme.example" in m["To"] and "[#1]" in m["Subject"]])
     assert "[#1]" in acks[0]["Subject"]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0

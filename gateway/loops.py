@@ -1,0 +1,111 @@
+"""Loop breaking: Postdesk's own mail coming back, and how often it answers one address.
+
+Three guards, each a small query with the window of ``[loops]``:
+
+- :func:`own_mail_reason`: the message is a copy of mail Postdesk sent (its Message-ID is
+  in the outbox), carries our ``X-Loop`` header, or claims the support address as its
+  author. Such mail is ignored quietly: never a ticket, never an answer, never a refusal
+  (Zammad's ``OwnNotificationLoopDetection``; osTicket#3966).
+- :func:`reply_cap_reason`: one address wrote more than ``max_replies_per_ticket_per_address``
+  mails on one ticket within the window; the rest is kept as an internal note, quietly (no
+  status change, nothing sent). This ends a ping-pong through an agent's or a customer's
+  naive vacation responder.
+- :func:`allowed`: before notifications are queued, drop (and record on the ticket) those to a
+  bouncing address, and automatic ones to a customer address that already got
+  ``max_auto_replies_per_address`` automatic mails (``max_auto_replies_per_ticket`` about this
+  ticket) within the window. RFC 3834 §2: a responder SHOULD NOT answer one sender often.
+  Mails a person wrote (``Auto-Submitted: no``) are never rate-limited.
+
+Effects: reads the database, and :func:`allowed` writes ticket events. ``now`` is passed in.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, func, select
+
+from gateway.bounces import bouncing_reason
+from gateway.config import Settings
+from gateway.notifications import Notification
+from gateway.tokens import plus_token
+from storage import queries
+from storage.models import MessageRecord, Outbox
+
+LOOP_HEADER = "X-Loop"
+
+
+def own_mail_reason(session: Session, settings: Settings, headers: Mapping[str, Sequence[str]],
+                    from_addr: str | None, message_id: str | None) -> str | None:
+    """Why this message is Postdesk's own mail come back, or None."""
+    support = settings.smtp.support_address
+    if from_addr and plus_token(from_addr, support) is not None:
+        return f"the message claims the support address {support} as its author (our own mail come back)"
+    if any(support.lower() in value.lower() for value in headers.get(LOOP_HEADER.lower(), ())):
+        return f"the message carries our {LOOP_HEADER} header (our own mail come back)"
+    if message_id and session.exec(select(Outbox.id).where(Outbox.message_id == message_id)).first():
+        return f"the message is a copy of mail Postdesk sent ({message_id})"
+    return None
+
+
+def reply_cap_reason(session: Session, settings: Settings, ticket_id: int, address: str,
+                     now: datetime) -> str | None:
+    """Why a mail from ``address`` on this ticket is kept quietly, or None."""
+    cap, since = settings.loops.max_replies_per_ticket_per_address, _since(settings, now)
+    count = session.exec(select(func.count()).select_from(MessageRecord).where(
+        MessageRecord.ticket_id == ticket_id, MessageRecord.direction == "inbound",
+        MessageRecord.author_email == address.lower(), MessageRecord.created_at >= since)).one()
+    if count < cap:
+        return None
+    return (f"kept quietly: {address} wrote {count} mails on #{ticket_id} within "
+            f"{settings.loops.window_minutes} minutes (limit {cap}; loop protection)")
+
+
+def allowed(session: Session, settings: Settings, ticket_id: int, notifications: Sequence[Notification],
+            now: datetime) -> list[Notification]:
+    """The notifications that may be queued; each one skipped is recorded on the ticket."""
+    kept = []
+    for notification in notifications:
+        reason = skip_reason(session, settings, ticket_id, notification, now)
+        if reason is None:
+            kept.append(notification)
+            continue
+        queries.add_event(session, ticket_id, now, "system", "notification-suppressed",
+                          f"{notification.template} to {notification.recipient.email} not sent: {reason}")
+    return kept
+
+
+def skip_reason(session: Session, settings: Settings, ticket_id: int, notification: Notification,
+                now: datetime) -> str | None:
+    """Why ``notification`` must not be queued now, or None."""
+    address = notification.recipient.email.lower()
+    bouncing = bouncing_reason(session, address)
+    if bouncing:
+        return bouncing
+    if notification.auto_submitted == "no" or notification.recipient.kind == "agent":
+        return None
+    limits, since = settings.loops, _since(settings, now)
+    sent = _automatic_mails(session, address, since)
+    if sent >= limits.max_auto_replies_per_address:
+        return (f"{sent} automatic mails to {address} within {limits.window_minutes} minutes "
+                f"(limit {limits.max_auto_replies_per_address}; loop protection)")
+    about = _automatic_mails(session, address, since, ticket_id)
+    if about >= limits.max_auto_replies_per_ticket:
+        return (f"{about} automatic mails about #{ticket_id} to {address} within {limits.window_minutes} "
+                f"minutes (limit {limits.max_auto_replies_per_ticket}; loop protection)")
+    return None
+
+
+def _automatic_mails(session: Session, address: str, since: datetime, ticket_id: int | None = None) -> int:
+    # Answers about tickets only: invitations and other account mail are no loop partner's doing.
+    query = select(func.count()).select_from(Outbox).where(
+        Outbox.recipients == json.dumps([address]), Outbox.created_at >= since, Outbox.auto_submitted != "no",
+        Outbox.ticket_id.is_not(None))
+    if ticket_id is not None:
+        query = query.where(Outbox.ticket_id == ticket_id)
+    return session.exec(query).one()
+
+
+def _since(settings: Settings, now: datetime) -> datetime:
+    return now - timedelta(minutes=settings.loops.window_minutes)
