@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from storage import models  # noqa: F401  (registers the tables)
 
@@ -46,8 +46,9 @@ def _sqlite_begin_immediate(connection) -> None:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create every table that does not exist yet; safe to run again."""
-    SQLModel.metadata.create_all(engine)
+    """Create or upgrade the schema through the migrations; safe to run again."""
+    from storage.migrate import upgrade
+    upgrade(engine)
 
 
 @contextmanager

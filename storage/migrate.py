@@ -7,12 +7,14 @@ models and a database at head (used by developers, not at run time).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -25,10 +27,43 @@ def _config(connection) -> Config:
     return config
 
 
+_LOCK_KEY = 0x706F7374   # PostgreSQL advisory lock: one process migrates at a time
+
+
 def upgrade(engine: Engine, target: str = "head") -> None:
-    """Create or upgrade the schema to ``target``; safe to run again."""
-    with engine.begin() as connection:
-        command.upgrade(_config(connection), target)
+    """Create or upgrade the schema to ``target``; safe to run again, and from several processes at once."""
+    if target == "head" and current(engine) == head():
+        return
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite alters a table by copying it; foreign keys must be off (outside any transaction) meanwhile.
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():   # SQLite: BEGIN IMMEDIATE already serialises the processes
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+                _upgrade(connection, target)
+        finally:
+            if sqlite:
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _upgrade(connection, target: str) -> None:
+    config = _config(connection)
+    if _unversioned_schema(connection):
+        # Made by an early build that created the tables directly: it matches the first revision.
+        command.stamp(config, "0001")
+    command.upgrade(config, target)
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"migration left rows with broken references: {broken[:5]}")
+
+
+def _unversioned_schema(connection) -> bool:
+    names = set(inspect(connection).get_table_names())
+    return "inbound" in names and "alembic_version" not in names
 
 
 def current(engine: Engine) -> str | None:
@@ -36,6 +71,7 @@ def current(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+@functools.cache
 def head() -> str:
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
