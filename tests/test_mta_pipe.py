@@ -179,8 +179,9 @@ def test_mail_waits_in_postfix_queue_while_the_database_is_down(piped):
         postfix.send(raw(mail("alice@acme.example", "Outage", "Please keep me.")), "alice@acme.example")
         postfix.wait_log("status=deferred")
         assert "temporary failure" in postfix.log_text()
-        queued = postfix.queued()
-        assert len(queued) == 1 and queued[0]["queue_name"] == "deferred"
+        # the log line comes a moment before the queue file has moved from "active" to "deferred"
+        wait_until(lambda: [q["queue_name"] for q in postfix.queued()] == ["deferred"], 10, 0.1,
+                   "the mail waits in the deferred queue")
     postfix.flush()
     wait_until(lambda: postfix.log_text().count("status=sent") > before, 20, 0.2, "delivered after the outage")
     wait_until(lambda: postfix.queued() == [], 10, 0.2, "queue empty")
