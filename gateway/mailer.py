@@ -87,8 +87,11 @@ def queue(session: Session, deps: Deps, ticket: Ticket, facts: TicketFacts,
     references = queries.thread_message_ids(session, ticket.id)
     rows = []
     notifications = loops.allowed(session, deps.settings, ticket.id, notifications, now)   # bounces, rate limits
+    if notifications:
+        deps.renderer.refresh_overrides()
+    last_seen = queries.last_message_ids_by_person(session, ticket.id)
     for position, notification in enumerate(notifications):
-        in_reply_to = queries.last_message_id_with(session, ticket.id, notification.recipient.email)
+        in_reply_to = last_seen.get(notification.recipient.email.lower())
         rows.append(_queue_one(session, deps, ticket, facts, notification, in_reply_to, references,
                                now, position))
     return rows

@@ -341,6 +341,12 @@ class Renderer:
         self._env = _make_environment(ZoneInfo(display_timezone))
         self._compiled = functools.lru_cache(maxsize=512)(self._compile)
 
+    def refresh_overrides(self) -> None:
+        """Look for new overrides now (once per message, before its mails are rendered)."""
+        refresh = getattr(self._overrides, "refresh", None)
+        if refresh is not None:
+            refresh()
+
     def names(self) -> list[str]:
         """Every template name in the packaged folder."""
         return sorted({p.name[: -len(".body.txt")] for p in self._dir.glob("*/*.body.txt")})

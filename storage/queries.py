@@ -130,16 +130,18 @@ def thread_message_ids(session: Session, ticket_id: int) -> list[str]:
     return list(dict.fromkeys(rows))
 
 
-def last_message_id_with(session: Session, ticket_id: int, address: str) -> str | None:
-    """The Message-ID of the newest message ``address`` wrote or was sent on this ticket."""
-    address = address.lower()
-    query = (select(MessageRecord.message_id)
-             .where(MessageRecord.ticket_id == ticket_id, MessageRecord.message_id.is_not(None),
-                    ((MessageRecord.direction == "inbound") & (MessageRecord.author_email == address))
-                    | ((MessageRecord.direction == "outbound") & (MessageRecord.recipient == address)))
-             .order_by(MessageRecord.id.desc()).limit(1))
-    return session.exec(query).first()
-
+def last_message_ids_by_person(session: Session, ticket_id: int) -> dict[str, str]:
+    """For each person on the ticket, the Message-ID of the newest message they wrote or were sent."""
+    rows = session.exec(select(MessageRecord.direction, MessageRecord.author_email, MessageRecord.recipient,
+                               MessageRecord.message_id)
+                        .where(MessageRecord.ticket_id == ticket_id, MessageRecord.message_id.is_not(None))
+                        .order_by(MessageRecord.id))
+    newest: dict[str, str] = {}
+    for direction, author, recipient, message_id in rows:
+        person = author if direction == "inbound" else recipient
+        if person:
+            newest[person.lower()] = message_id
+    return newest
 
 def add_event(session: Session, ticket_id: int, now: datetime, actor: str, kind: str, detail: str) -> None:
     session.add(TicketEvent(ticket_id=ticket_id, at=now, actor=actor, kind=kind, detail=detail))

@@ -9,6 +9,7 @@ force on every render, so a new override takes effect without restarting ``serve
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -20,6 +21,9 @@ from sqlmodel import Session, func, select
 from storage.models import TemplateVersion
 
 log = logging.getLogger(__name__)
+
+#: How old the cached overrides may get when nobody calls ``refresh()``.
+MAX_AGE_SECONDS = 2.0
 
 #: Template part (file suffix) -> column of :class:`TemplateVersion`.
 COLUMNS = {"subject.txt": "subject", "body.txt": "body_text", "body.html": "body_html"}
@@ -77,11 +81,15 @@ def overridden(session: Session) -> dict[tuple[str, str], TemplateVersion]:
 
 
 class DatabaseOverrides:
-    """Reads the override in force for every render.
+    """The overrides in force, cached in memory and checked for changes once per message.
 
-    It uses an engine of its own without the write lock the main engine takes on SQLite
-    (``BEGIN IMMEDIATE``): rendering happens inside the worker's write transaction, and
-    a plain read on another connection neither waits for it nor blocks it (WAL).
+    ``refresh()`` costs one small query (how many versions exist, and the newest id);
+    only when that changed are the overrides read again. The worker and the timers call
+    it before rendering each message's mails, so a new override takes effect for the
+    next message without restarting ``serve``, and rendering itself asks the database
+    nothing. It uses an engine of its own without the write lock the main engine takes
+    on SQLite (``BEGIN IMMEDIATE``): a plain read on another connection neither waits
+    for the worker's write transaction nor blocks it (WAL).
     """
 
     def __init__(self, url: str, busy_timeout_seconds: float = 10.0) -> None:
@@ -90,19 +98,30 @@ class DatabaseOverrides:
                 url, connect_args={"timeout": busy_timeout_seconds, "check_same_thread": False})
         else:
             self._engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+        self._stamp: tuple | None = None
+        self._cache: dict[tuple[str, str], dict[str, str | None]] = {}
+        self._checked = float("-inf")
 
-    def get(self, name: str, locale: str, part: str) -> str | None:
-        column = COLUMNS.get(part)
-        if column is None:
-            return None
+    def refresh(self) -> None:
+        """Re-read the overrides if any version was added since the last look."""
+        self._checked = time.monotonic()
         try:
             with Session(self._engine) as session:
-                return getattr(current(session, name, locale), column, None)
+                stamp = tuple(session.exec(select(func.count(), func.max(TemplateVersion.id))).one())
+                if stamp != self._stamp:
+                    self._cache = {key: parts_of(row) for key, row in overridden(session).items()}
+                    self._stamp = stamp
         except SQLAlchemyError:
             # A mail in the packaged words beats no mail; when the database itself is gone,
             # the caller's transaction fails anyway.
-            log.exception("cannot read the override of %s (%s); using the packaged template", name, locale)
+            log.exception("cannot read the template overrides; using what was read before")
+
+    def get(self, name: str, locale: str, part: str) -> str | None:
+        if part not in COLUMNS:
             return None
+        if time.monotonic() - self._checked > MAX_AGE_SECONDS:   # paths that do not refresh() themselves
+            self.refresh()
+        return self._cache.get((name, locale), {}).get(part)
 
     def dispose(self) -> None:
         self._engine.dispose()
