@@ -45,6 +45,11 @@ class Sender:
             from gateway.mailer import recipient_for_agent
             return cls(email, agent.name or display_name, True, None, None, None, recipient_for_agent(agent))
         account = queries.account_by_email(session, email)
+        if not account.name and display_name.strip():
+            # An account registered without a name takes the one its owner's mail client shows,
+            # so greetings read "Jana Müller" rather than an address.
+            account.name = " ".join(display_name.split())[:120]
+            session.add(account)
         org = session.get(Organization, account.organization_id)
         return cls(email, account.name or display_name, False, account, org.id, org.name,
                    recipient_for_account(session, account, settings, "customer"))

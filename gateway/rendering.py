@@ -278,7 +278,7 @@ def format_size(size: int, language: str) -> str:
 
 def quote(text: Any) -> str:
     """Prefix every line with "> ", as mail clients quote."""
-    lines = str(text).splitlines() or [""]
+    lines = str(text).strip("\r\n").splitlines() or [""]
     return "\n".join(f"> {line}" if line.strip() else ">" for line in lines)
 
 

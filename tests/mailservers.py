@@ -278,6 +278,7 @@ error     unix  - - n - - error
 retry     unix  - - n - - error
 discard   unix  - - n - - discard
 lmtp      unix  - - n - - lmtp
+smtp      unix  - - n - - smtp
 anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
@@ -288,12 +289,14 @@ postdesk  unix  - n n - - pipe flags=Rq user=nobody argv={python} -m gateway del
 class Postfix:
     """A private Postfix that relays mail for the support domain to Postdesk.
 
-    ``transport`` is ``"postdesk:"`` (the pipe transport running ``postdesk deliver``)
-    or ``"lmtp:inet:127.0.0.1:PORT"``. Everything else is discarded: no mail ever
-    leaves this machine, and no DNS is asked.
+    ``transport`` is ``"postdesk:"`` (the pipe transport running ``postdesk deliver``),
+    ``"lmtp:inet:127.0.0.1:PORT"`` or ``"smtp:[127.0.0.1]:PORT"`` (a relay to the SMTP
+    listener of ``serve``). Everything else is discarded: no mail ever leaves this
+    machine, and no DNS is asked. ``main_cf`` adds further ``main.cf`` lines.
     """
 
-    def __init__(self, transport: str, postdesk_config: Path | None = None, domain: str = "desk.example.com"):
+    def __init__(self, transport: str, postdesk_config: Path | None = None, domain: str = "desk.example.com",
+                 main_cf: str = ""):
         self.dir = _shared_dir("postdesk-postfix-")
         self.port = free_port()
         self.conf_dir, self.queue, self.data = self.dir / "conf", self.dir / "queue", self.dir / "data"
@@ -332,7 +335,7 @@ minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 lmtp_connect_timeout = 5s
 postdesk_destination_recipient_limit = 1
-""")
+{main_cf}""")
         python = pipe_python()[0] or [sys.executable]
         (self.conf_dir / "master.cf").write_text(MASTER_CF.format(
             port=self.port, python=" ".join(python), config=postdesk_config or "/nonexistent"))

@@ -381,3 +381,11 @@ def test_agent_answer_threads_into_the_conversation_the_customer_sees(acme):
     assert "[#1]" in answer["Subject"] and answer["Reply-To"] == ack["Reply-To"]
     assert answer["Auto-Submitted"] == "no"          # an agent wrote it (RFC 3834 §5)
     assert ack["Auto-Submitted"] == "auto-generated"
+
+
+def test_account_without_name_takes_the_display_name_of_its_mail(acme):
+    acme.send(mail("Alice Adler <alice@acme.example>", "Hello", "Question."))
+    ack = acme.delivered("alice@acme.example")[0]
+    text = ack.get_body(("plain",)).get_content()
+    assert "Alice Adler" in text and "Hello alice@acme.example" not in text
+    assert not text.rstrip().endswith(">")
