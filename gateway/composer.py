@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import quopri
 import re
+import secrets
 from datetime import datetime, timezone
-from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
+from email.header import Header
+from email.utils import format_datetime, formataddr
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
@@ -48,31 +48,7 @@ _RESERVED = frozenset({
 })
 
 
-class _TokenListHeader(UnstructuredHeader):
-    """Message-ID lists and Thread-Index: folded between tokens, never RFC 2047-encoded.
-
-    The stdlib treats In-Reply-To and References as unstructured text and encodes long
-    Message-IDs as encoded-words, which breaks threading in every client.
-    """
-
-    def fold(self, *, policy: Any) -> str:
-        lines, line = [], f"{self.name}:"
-        for token in str(self).split():
-            if len(line) + 1 + len(token) > policy.max_line_length and line != f"{self.name}:":
-                lines.append(line)
-                line = ""
-            line += f" {token}"
-        return policy.linesep.join([*lines, line]) + policy.linesep
-
-
-def _policy() -> Any:
-    registry = HeaderRegistry()
-    for name in ("in-reply-to", "references", "thread-index"):
-        registry.map_to_type(name, _TokenListHeader)
-    return SMTP.clone(header_factory=registry)
-
-
-_POLICY = _policy()
+CRLF = "\r\n"
 
 
 def check_address(value: str) -> str:
@@ -107,24 +83,51 @@ def compose(rendered: RenderedMail, *, from_addr: str, from_name: str, to_addr: 
     are malformed are left out rather than refusing the mail; our own ``message_id``
     must be ``<left@right>``.
 
+    Headers are written directly rather than through ``email.message.EmailMessage``,
+    whose header registry parses every value again and costs milliseconds per mail:
+    every value here is already one line (``one_line``) or a checked address or
+    Message-ID, and non-ASCII text is RFC 2047-encoded by ``email.header.Header``.
+
     :raises ValueError: an address, our Message-ID, ``auto_submitted``, ``thread_index``
         or an extra header name is unusable, or ``date`` is naive.
     """
-    msg = EmailMessage(policy=_POLICY)
-    msg["Date"] = _date(date)
-    msg["From"] = _address(from_addr, from_name)
-    msg["To"] = _address(to_addr, to_name)
-    msg["Reply-To"] = _address(reply_to, None)
-    msg["Subject"] = one_line(rendered.subject, limit=998)
-    msg["Message-ID"] = _own_message_id(message_id)
-    _set_threading(msg, in_reply_to, references)
-    msg["Auto-Submitted"] = _auto_submitted(auto_submitted)
-    msg["X-Auto-Response-Suppress"] = "All"  # Exchange/Outlook: no OOF or read receipts
-    _set_outlook_threading(msg, thread_topic, thread_index)
-    for name, value in extra_headers.items():
-        msg[_extra_header_name(name)] = one_line(str(value), limit=998)
-    _set_body(msg, rendered)
-    return msg.as_bytes()
+    headers = [
+        ("Date", _date(date)),
+        ("From", _address(from_addr, from_name)),
+        ("To", _address(to_addr, to_name)),
+        ("Reply-To", _address(reply_to, None)),
+        ("Subject", _text_header("Subject", one_line(rendered.subject, limit=998))),
+        ("Message-ID", _own_message_id(message_id)),
+        *_threading(in_reply_to, references),
+        ("Auto-Submitted", _auto_submitted(auto_submitted)),
+        ("X-Auto-Response-Suppress", "All"),  # Exchange/Outlook: no OOF or read receipts
+        *_outlook_threading(thread_topic, thread_index),
+        *((_extra_header_name(name), _text_header(name, one_line(str(value), limit=998)))
+          for name, value in extra_headers.items()),
+        ("MIME-Version", "1.0"),
+    ]
+    head = "".join(_fold(name, value) for name, value in headers)
+    return (head + _body(rendered)).encode("ascii")
+
+
+def _fold(name: str, value: str) -> str:
+    """``Name: value`` CRLF, folded at spaces to lines of at most 78 characters where possible."""
+    if "\r" in value or "\n" in value.replace("\r\n ", ""):
+        raise ValueError(f"header {name} would break the header block")
+    lines, line = [], f"{name}:"
+    for token in value.split(" "):
+        if line != f"{name}:" and len(line) + 1 + len(token) > 78:
+            lines.append(line)
+            line = ""
+        line += f" {token}"
+    return CRLF.join([*lines, line]) + CRLF
+
+
+def _text_header(name: str, value: str) -> str:
+    if value.isascii() and len(value) <= 900:
+        return value
+    encoded = Header(value, "utf-8", maxlinelen=76, header_name=name).encode(linesep=CRLF)
+    return encoded.replace(CRLF + " ", " ").replace(CRLF + "\t", " ")
 
 
 def _date(value: datetime) -> str:
@@ -133,9 +136,9 @@ def _date(value: datetime) -> str:
     return format_datetime(value)
 
 
-def _address(addr: str, name: str | None) -> Address:
+def _address(addr: str, name: str | None) -> str:
     display = one_line(name or "", limit=200)
-    return Address(display_name=display, addr_spec=check_address(addr))
+    return formataddr((display, check_address(addr)), charset="utf-8") if display else check_address(addr)
 
 
 def _own_message_id(value: str) -> str:
@@ -163,17 +166,17 @@ def trim_references(ids: Sequence[str], limit: int = MAX_REFERENCES) -> list[str
     return list(ids) if len(ids) <= limit else [ids[0], *ids[-(limit - 1):]]
 
 
-def _set_threading(msg: EmailMessage, in_reply_to: str | None, references: Sequence[str]) -> None:
+def _threading(in_reply_to: str | None, references: Sequence[str]) -> list[tuple[str, str]]:
     parent = _foreign_message_id(in_reply_to)
     ids: list[str] = []
     for candidate in [*references, parent]:
         valid = _foreign_message_id(candidate)
         if valid and valid not in ids:
             ids.append(valid)
-    if parent:
-        msg["In-Reply-To"] = parent
+    out = [("In-Reply-To", parent)] if parent else []
     if ids:
-        msg["References"] = " ".join(trim_references(ids))
+        out.append(("References", " ".join(trim_references(ids))))
+    return out
 
 
 def _auto_submitted(value: str) -> str:
@@ -182,13 +185,15 @@ def _auto_submitted(value: str) -> str:
     return value
 
 
-def _set_outlook_threading(msg: EmailMessage, topic: str | None, index: str | None) -> None:
+def _outlook_threading(topic: str | None, index: str | None) -> list[tuple[str, str]]:
+    out = []
     if topic:
-        msg["Thread-Topic"] = one_line(topic, limit=998)
+        out.append(("Thread-Topic", _text_header("Thread-Topic", one_line(topic, limit=998))))
     if index:
         if not _BASE64_RE.match(index) or len(index) > 900:
             raise ValueError("Thread-Index must be base64")
-        msg["Thread-Index"] = index
+        out.append(("Thread-Index", index))
+    return out
 
 
 def _extra_header_name(name: str) -> str:
@@ -202,14 +207,29 @@ def _transfer_encoding(text: str) -> str:
     return "7bit" if plain else "quoted-printable"
 
 
-def _set_body(msg: EmailMessage, rendered: RenderedMail) -> None:
-    text = rendered.text if rendered.text.endswith("\n") else rendered.text + "\n"
-    msg.set_content(text, subtype="plain", charset="utf-8", cte=_transfer_encoding(text))
-    if rendered.html:
-        msg.add_alternative(rendered.html, subtype="html", charset="utf-8",
-                            cte=_transfer_encoding(rendered.html))
-        for part in msg.iter_parts():  # the stdlib stamps one on parts it creates
-            del part["MIME-Version"]
+def _body(rendered: RenderedMail) -> str:
+    """Content headers and body: text/plain, or multipart/alternative with text/html."""
+    text = _part("plain", rendered.text if rendered.text.endswith("\n") else rendered.text + "\n")
+    if not rendered.html:
+        return text
+    boundary = f"=_pd_{secrets.token_hex(12)}"
+    html = _part("html", rendered.html)
+    return (f'Content-Type: multipart/alternative; boundary="{boundary}"{CRLF}{CRLF}'
+            f"--{boundary}{CRLF}{text}{CRLF}--{boundary}{CRLF}{html}{CRLF}--{boundary}--{CRLF}")
+
+
+def _part(subtype: str, content: str) -> str:
+    """One UTF-8 text part with its headers: 7bit when it can be, quoted-printable otherwise."""
+    lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if _transfer_encoding(content) == "7bit":
+        cte, body = "7bit", CRLF.join(lines)
+    else:
+        raw = "\n".join(lines).encode("utf-8")
+        cte, body = "quoted-printable", quopri.encodestring(raw).decode("ascii").replace("\n", CRLF)
+    if not body.endswith(CRLF):
+        body += CRLF
+    return (f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}'
+            f"Content-Transfer-Encoding: {cte}{CRLF}{CRLF}{body}")
 
 
 # --- Outlook Thread-Index ----------------------------------------------------------
