@@ -124,9 +124,26 @@ def _fold(name: str, value: str) -> str:
 
 
 def _text_header(name: str, value: str) -> str:
-    if value.isascii() and len(value) <= 900:
+    """Header text with only its non-ASCII words RFC 2047-encoded, so "[#12] AW:" stays readable raw."""
+    if value.isascii() and "=?" not in value and len(value) <= 900:
         return value
-    encoded = Header(value, "utf-8", maxlinelen=76, header_name=name).encode(linesep=CRLF)
+    out: list[str] = []
+    run: list[str] = []
+    for token in value.split(" "):
+        if token.isascii() and "=?" not in token and len(token) <= 70:
+            if run:
+                out.append(_encoded(name, " ".join(run)))
+                run = []
+            out.append(token)
+        else:
+            run.append(token)
+    if run:
+        out.append(_encoded(name, " ".join(run)))
+    return " ".join(out)
+
+
+def _encoded(name: str, text: str) -> str:
+    encoded = Header(text, "utf-8", maxlinelen=76, header_name=name).encode(linesep=CRLF)
     return encoded.replace(CRLF + " ", " ").replace(CRLF + "\t", " ")
 
 
