@@ -156,6 +156,8 @@ def on_existing_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: P
         return "followup_created", (f"follow-up #{number} of #{ticket.id} ({ticket.status}): "
                                     f"{match.reason}"), number
     added, _ = _sort_ccs(session, deps, parsed, sender) if not automatic else ([], [])
+    if match.via == "answered-by":
+        added += _late_parent(session, ticket, parsed, sender, now)
     queries.add_ccs(session, ticket.id, added)
     store.add_message(session, ticket, author_email=sender.email, author_kind="customer",
                       message_id=parsed.message_id, in_reply_to=parsed.in_reply_to, references=parsed.references,
@@ -167,6 +169,13 @@ def on_existing_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: P
     _notify(session, deps, ticket, transition.notices, sender, body.text, parsed, {}, now, automatic=automatic)
     note = " as an internal note (automatic mail)" if automatic else ""
     return "reply", f"{match.reason}{note}", ticket.id
+
+
+def _late_parent(session: Session, ticket: Ticket, parsed: ParsedMessage, sender: Sender, now) -> list[Account]:
+    """A message that a reply overtook joins the reply's ticket; its author becomes a CC (gateway/arrival.py)."""
+    queries.add_event(session, ticket.id, now, sender.email, "late-parent",
+                      f"{parsed.message_id} arrived after a reply to it, which is on this ticket")
+    return [sender.account] if sender.account.id != ticket.requester_id else []
 
 
 def _agent_message(session, deps, inbound, parsed, sender, ticket: Ticket, match, body: VisibleText, now,

@@ -33,6 +33,7 @@ class SmtpConfig:
     max_message_bytes: int = 26_214_400
     max_recipients: int = 50
     hostname: str = "desk.example.com"
+    shutdown_grace_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class DeskConfig:
     )
     worker_poll_seconds: float = 1.0
     tick_interval_seconds: float = 60.0
+    parent_wait_seconds: float = 2.0       # a reply naming only messages not received yet waits for them (0: never)
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,8 @@ def _check_time_rules(settings: Settings) -> None:
             raise ConfigError(f"[targets] {name} must be more than 0 support hours")
     if settings.targets.warn_before_hours < 0:
         raise ConfigError("[targets] warn_before_hours must not be negative")
+    if not 0 <= settings.desk.parent_wait_seconds <= 600:   # later than an SMTP DATA timeout is not "in flight"
+        raise ConfigError("[desk] parent_wait_seconds must be between 0 and 600")
     from gateway.hours import support_hours   # the one place that understands [hours]
     try:
         support_hours(settings.hours)

@@ -8,6 +8,9 @@ disk". Refused deliveries are recorded too (headers only, no body), so
 Dedupe key: the Message-ID plus a SHA-256 of the message with line endings
 normalised. The same message twice is a recorded ``duplicate``; a different
 message reusing a Message-ID has another key and is processed normally.
+A refused message delivered again (same Message-ID and content) is refused
+again but recorded as a ``duplicate`` of the first refusal, so a sender that
+retries because we died before answering leaves one refusal, not two.
 """
 from __future__ import annotations
 
@@ -78,6 +81,10 @@ def receive(engine: Engine, settings: Settings, raw: bytes, envelope_from: str, 
         row.reason_code, row.auth = decision.rule, checks.auth.to_json() if checks.auth else ""
         if decision.verdict is policy.Verdict.REFUSE:
             row.outcome, row.reason, row.processed_at = "refused", decision.reason, now
+            earlier = queries.earlier_refusal(session, headers.message_id, digest)
+            if earlier is not None:   # a retry by a sender that never heard our 550 (we died before answering)
+                row.outcome = "duplicate"
+                row.reason = f"duplicate of refused inbound #{earlier.id} (same Message-ID and content): {row.reason}"
             session.add(row)
             session.flush()
             return IntakeResult("refused", decision.reason, row.id, decision.rule)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from sqlmodel import Session
 
-from gateway import limits, lifecycle, policy, screening
+from gateway import arrival, limits, lifecycle, policy, screening
 from gateway.bounces import clear_on_new_mail
 from gateway.classify import Classification, classify
 from gateway.commands import find_command
@@ -29,12 +29,20 @@ from storage.models import Inbound
 @dataclass(frozen=True)
 class Outcome:
     outcome: str             # ticket_created | reply | followup_created | ignored | refused | bounce | quarantined
+    #                          | deferred (waits for the message it answers; see gateway/arrival.py)
     reason: str
     ticket: int | None = None
     code: str = ""           # the rule behind it (Inbound.reason_code)
+    missing: tuple[str, ...] = ()   # Message-IDs it names that nobody had stored (gateway/arrival.py)
 
 
 def process_one(session: Session, inbound: Inbound, deps: Deps, now) -> Outcome:
+    outcome = _process(session, inbound, deps, now)
+    arrival.settle(session, inbound, outcome.outcome, outcome.ticket, outcome.missing, now)
+    return outcome
+
+
+def _process(session: Session, inbound: Inbound, deps: Deps, now) -> Outcome:
     raw, dropped = limits.trimmed(inbound.raw or b"", deps.settings.limits)   # parts past [limits] dropped
     parsed = parse_message(raw)
     classification = classify(parsed, inbound.envelope_from if inbound.channel in ENVELOPE_CHANNELS else None)
@@ -65,23 +73,28 @@ def process_one(session: Session, inbound: Inbound, deps: Deps, now) -> Outcome:
     body = visible_text(parsed.text, parsed.html)
     if match.ticket_number is None:
         outcome = _without_ticket(session, deps, inbound, parsed, sender, classification, match, body, now)
-        return replace(outcome, reason=outcome.reason + screening.note_dropped(session, outcome.ticket, dropped, now))
+        return replace(outcome, reason=outcome.reason + screening.note_dropped(session, outcome.ticket, dropped, now),
+                       missing=match.missing)
     quiet = screening.quiet_reason(session, deps.settings, match.ticket_number, sender.email, automatic, now)
     if quiet:   # loop protection: kept as an internal note, nothing sent
         kind = "agent" if sender.is_agent else "customer"
         kept = screening.keep_quietly(session, inbound, parsed, sender.email, kind, match.ticket_number, body,
                                       quiet, now)
-        return Outcome(kept.outcome, kept.reason, kept.ticket, kept.code)
+        return Outcome(kept.outcome, kept.reason, kept.ticket, kept.code, match.missing)
     outcome, reason, number = on_existing_ticket(session, deps, inbound, parsed, sender, classification,
                                                  match, body, now)
     return Outcome(outcome, reason + screening.note_dropped(session, number, dropped, now), number,
-                   decision.rule)
+                   decision.rule, match.missing)
 
 
 def _thread(session: Session, deps: Deps, inbound: Inbound, parsed: ParsedMessage, sender: Sender) -> ThreadMatch:
     lookup = queries.StoredThreads(session, deps.signer, deps.settings.smtp.support_address,
                                    sender.org_id, sender.is_agent, sender_email=sender.email)
-    match = match_thread(_recipients(inbound, parsed), parsed.in_reply_to, parsed.references, parsed.subject, lookup)
+    match = match_thread(_recipients(inbound, parsed), parsed.in_reply_to, parsed.references, parsed.subject, lookup,
+                         message_id=parsed.message_id)
+    missing = tuple(mid for mid in lookup.missing if mid != parsed.message_id)
+    if missing:   # named but never seen: perhaps still on its way (gateway/arrival.py)
+        match = replace(match, missing=missing)
     if lookup.unverified:   # our Message-ID shape with a signature that does not verify: never followed
         match = replace(match, skipped=(*match.skipped, *(f"Message-ID {mid} is not one we signed"
                                                            for mid in lookup.unverified)))
@@ -95,9 +108,13 @@ def _recipients(inbound: Inbound, parsed: ParsedMessage) -> list[str]:
 def _without_ticket(session, deps, inbound, parsed, sender: Sender, classification: Classification,
                     match: ThreadMatch, body, now) -> Outcome:
     skipped = f" ({'; '.join(match.skipped)})" if match.skipped else ""
+    automatic = classification.auto_generated or classification.bounce
+    waiting = None if automatic else arrival.wait_for_parent(deps.settings, inbound, match, now)
+    if waiting:   # it may have overtaken the message it answers: processed again when that arrives
+        return Outcome(arrival.DEFERRED, waiting + skipped, code=arrival.RULE)
     if sender.is_agent:
         return Outcome("ignored", f"ignored: mail from agent {sender.email} names no ticket{skipped}")
-    if classification.auto_generated or classification.bounce:
+    if automatic:
         return Outcome("ignored", f"ignored: automatic mail ({', '.join(classification.signals)}) "
                                   f"names no ticket{skipped}")
     number = open_new_ticket(session, deps, inbound, parsed, sender, body, now)

@@ -6,7 +6,8 @@ listener wakes the thread after every stored message, so mail shows up on its
 ticket at once under light load. With ``[lmtp] enabled`` an LMTP listener runs
 beside it on the same loop, and with ``[imap] username`` set the IMAP poller runs
 in a thread of its own (``imap_poller.PollerThread``). SIGTERM or Ctrl-C: stop
-listening, let the messages in hand finish, run a last pass, exit 0.
+listening, let the messages in hand finish (within ``[smtp] shutdown_grace_seconds``,
+see ``gateway/shutdown.py``), run a last pass, exit 0.
 """
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
+from gateway.arrival import release_waiting
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.mailer import Deps
 from gateway.outbound import send_due
 from gateway.rendering import Renderer, default_template_dir
+from gateway.shutdown import Connections, drain
 from gateway.smtp_server import GatewayHandler, make_server_factory
 from gateway.timers import run_due
 from gateway.tokens import Signer
@@ -79,6 +82,7 @@ class BackgroundWork:
 
     def one_pass(self) -> None:
         rt = self.runtime
+        release_waiting(rt.engine, rt.clock.now())   # replies whose parent did not come in time
         while process_pending(rt.engine, rt.deps, rt.clock):
             pass
         if time.monotonic() >= self._next_tick:
@@ -114,8 +118,10 @@ async def serve(runtime: Runtime, ready: threading.Event | None = None,
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread (tests): the caller sets ``stop``
-    server = await loop.create_server(make_server_factory(handler, settings), settings.smtp.host, settings.smtp.port)
-    lmtp_handler, lmtp_server = await _start_lmtp(runtime, background)
+    connections = Connections()   # for the graceful shutdown: finish the message in hand, 421 the rest
+    server = await loop.create_server(connections.tracking(make_server_factory(handler, settings)),
+                                      settings.smtp.host, settings.smtp.port)
+    _, lmtp_server = await _start_lmtp(runtime, background, connections)
     background.start()
     poller = _start_poller(runtime, background)
     log.info("Postdesk listening on %s:%s for %s", settings.smtp.host, settings.smtp.port,
@@ -129,14 +135,12 @@ async def serve(runtime: Runtime, ready: threading.Event | None = None,
         lmtp_server.close()
     if poller is not None:
         await asyncio.to_thread(poller.join)
-    deadline = time.monotonic() + 30
-    while (handler.in_flight or (lmtp_handler and lmtp_handler.in_flight)) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await drain(connections, settings.smtp.shutdown_grace_seconds)
     background.stop()
     log.info("stopped")
 
 
-async def _start_lmtp(runtime: Runtime, background: BackgroundWork):
+async def _start_lmtp(runtime: Runtime, background: BackgroundWork, connections: Connections):
     """The LMTP listener of ``[lmtp]``, when enabled: (handler, server), else (None, None)."""
     settings = runtime.settings
     if not settings.lmtp.enabled:
@@ -144,8 +148,8 @@ async def _start_lmtp(runtime: Runtime, background: BackgroundWork):
     from gateway.lmtp_server import LmtpHandler, make_lmtp_factory
     handler = LmtpHandler(runtime.engine, settings, runtime.clock, on_stored=background.wake.set,
                           resolver=runtime.deps.resolver)
-    server = await asyncio.get_running_loop().create_server(make_lmtp_factory(handler, settings),
-                                                            settings.lmtp.host, settings.lmtp.port)
+    factory = connections.tracking(make_lmtp_factory(handler, settings))
+    server = await asyncio.get_running_loop().create_server(factory, settings.lmtp.host, settings.lmtp.port)
     log.info("LMTP listening on %s:%s", settings.lmtp.host, settings.lmtp.port)
     return handler, server
 

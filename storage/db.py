@@ -33,7 +33,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")   # 250 means the message survives a power cut, too
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -178,6 +178,8 @@ class Inbound(SQLModel, table=True):
     reason_code: str = ""          # the rule behind the outcome: sender-auth-failed, over-limit, processing-failed …
     auth: str = ""                 # the sender-authentication verdict at receipt (JSON), "" when not checked
     released_at: Optional[datetime] = _ts(nullable=True)   # an admin released it from quarantine
+    # out-of-order arrival (gateway/arrival.py): a reply ``deferred`` until its parent arrives, at most until then
+    wait_until: Optional[datetime] = _ts(nullable=True)
 
 
 class Outbox(SQLModel, table=True):
@@ -244,3 +246,19 @@ class TemplateVersion(SQLModel, table=True):
 
 
 Index("ux_template_version", TemplateVersion.name, TemplateVersion.locale, TemplateVersion.version, unique=True)
+
+
+class MessageReference(SQLModel, table=True):
+    """A Message-ID that a processed message names (In-Reply-To/References) but nobody had stored then.
+
+    Written for a reply that waits for its parent (``ticket_id`` empty) and for one stored on a
+    ticket (``ticket_id`` set). When a message with that Message-ID arrives later, it wakes the
+    waiting reply, or joins the ticket of the stored one (``gateway/arrival.py``, issue 7 item 6).
+    """
+
+    __tablename__ = "message_reference"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    referenced: str = Field(index=True)
+    inbound_id: int = Field(foreign_key="inbound.id", index=True)
+    ticket_id: Optional[int] = Field(default=None, foreign_key="ticket.id")
+    created_at: datetime = _ts()

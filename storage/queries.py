@@ -13,6 +13,7 @@ from storage.models import (
     Account, Agent, Attachment, Inbound, Meta, MessageRecord, Organization, Outbox, SharedAddress,
     Ticket, TicketCC, TicketEvent,
 )
+from storage.references import tickets_naming
 
 
 def signing_secret(session: Session) -> bytes:
@@ -61,6 +62,7 @@ class StoredThreads:
         self.sender_org_id, self.sender_is_agent = sender_org_id, sender_is_agent
         self.sender_email = sender_email
         self.unverified: list[str] = []   # Message-IDs of our shape whose signature did not verify
+        self.missing: list[str] = []      # Message-IDs not of our shape that no stored message carries
 
     def ticket_for_token(self, address: str) -> int | None:
         return self.signer.ticket_from_address(address, self.support_address)
@@ -78,6 +80,7 @@ class StoredThreads:
             for mid, ticket_id in rows:
                 found.setdefault(mid, ticket_id)
         found.update(self._own_message_ids(ours))
+        self.missing = [mid for mid in dict.fromkeys(others) if mid not in found]
         return found
 
     def _own_message_ids(self, message_ids: Sequence[str]) -> dict[str, int]:
@@ -97,6 +100,13 @@ class StoredThreads:
             elif number:   # 0: an account mail (invitation, digest), which names no ticket
                 found[mid] = number
         return found
+
+    def tickets_answering(self, message_id: str) -> list[int]:
+        # A late parent joins the ticket of a reply that overtook it; an agent's mail never does:
+        # where an agent's text goes must not depend on headers a customer wrote.
+        if self.sender_is_agent:
+            return []
+        return tickets_naming(self.session, message_id)
 
     def ticket_exists(self, number: int) -> bool:
         return self.session.get(Ticket, number) is not None
@@ -208,15 +218,25 @@ def inbound_record(row: Inbound) -> dict:
     return {
         "id": row.id, "message_id": row.message_id, "from": row.from_addr, "envelope_from": row.envelope_from,
         "to": json.loads(row.envelope_to or "[]"), "subject": row.subject, "received_at": _iso(row.received_at),
-        "channel": row.channel, "size": row.size, "outcome": row.outcome, "reason": row.reason,
+        # A reply waiting for the message it answers is not processed yet: "pending" to the outside
+        # (the contract's outcome values), with "waiting_for_parent" and a reason that says so.
+        "channel": row.channel, "size": row.size, "outcome": _public_outcome(row.outcome), "reason": row.reason,
+        "waiting_for_parent": row.outcome == "deferred",
         "ticket": row.ticket_number, "error": row.error, "processed_at": _iso(row.processed_at),
         "reason_code": row.reason_code, "released_at": _iso(row.released_at),
+        "wait_until": _iso(row.wait_until),
     }
+
+
+def _public_outcome(outcome: str) -> str:
+    return "pending" if outcome == "deferred" else outcome
 
 
 def list_inbound(session: Session, outcome: str | None = None) -> list[dict]:
     query = select(Inbound).order_by(Inbound.id)
-    if outcome:
+    if outcome == "pending":
+        query = query.where(Inbound.outcome.in_(("pending", "deferred")))
+    elif outcome:
         query = query.where(Inbound.outcome == outcome)
     return [inbound_record(r) for r in session.exec(query)]
 
@@ -262,6 +282,14 @@ def claim_outbox(session: Session, outbox_id: int) -> Outbox | None:
 
 def duplicate_of(session: Session, dedupe_key: str) -> Inbound | None:
     return session.exec(select(Inbound).where(Inbound.dedupe_key == dedupe_key)).first()
+
+
+def earlier_refusal(session: Session, message_id: str | None, content_sha256: str) -> Inbound | None:
+    """The recorded refusal of the same message (Message-ID and content), or None; without a Message-ID, None."""
+    if not message_id:
+        return None
+    return session.exec(select(Inbound).where(Inbound.message_id == message_id, Inbound.outcome == "refused",
+                                              Inbound.content_sha256 == content_sha256)).first()
 
 
 

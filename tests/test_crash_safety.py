@@ -187,10 +187,6 @@ def postfix_fates(log: str) -> dict[str, list[tuple[str, str]]]:
     return fates
 
 
-def final_fates(fates: dict[str, list[tuple[str, str]]]) -> dict[str, list[str]]:
-    return {mid: [s for s, _ in entries if s in ("sent", "bounced")] for mid, entries in fates.items()}
-
-
 # ---- the fixture ---------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -215,6 +211,8 @@ default_destination_concurrency_limit = 8
         yield config, gateway, postfix
     finally:
         gateway.stop()
+        if postfix.maillog.exists():   # kept beside serve.log for a post-mortem
+            (tmp_path / "postfix.log").write_bytes(postfix.maillog.read_bytes())
         postfix.remove()
 
 
@@ -242,9 +240,47 @@ def test_burst_through_postfix_survives_sigkill_exactly_once(relayed):
     rng = random.Random(SEED)
     seeds = open_seed_tickets(config, postfix)
     plan = plan_burst(MESSAGES, seeds, rng)
-    before = db_count(config)
     started = time.monotonic()
+    kills = burst_with_kills(config, gateway, postfix, plan, rng)
+    wait_until(lambda: drained(postfix), 180, 1.0, "Postfix queue empty")
+    wait_until(lambda: db_count(config, "outcome = 'pending'") == 0, 60, 0.2, "every stored message processed")
+    fates = wait_until(lambda: logged_fates(postfix, plan), 20, 0.2, "Postfix logged the fate of every message")
+    elapsed = time.monotonic() - started
 
+    # Postfix: each message delivered or bounced (with our reason) exactly once; nothing left in its queue.
+    assert postfix.queued() == []
+    wrong_fate = {p.message_id: fates[p.message_id] for p in plan if [s for s, _ in fates[p.message_id]]
+                  != ["bounced" if p.kind == "refused" else "sent"]}
+    assert wrong_fate == {}
+    assert all("550 5.7.1" in fates[p.message_id][0][1] for p in plan if p.kind == "refused")
+
+    # Postdesk: exactly one row per message that is not a duplicate, with the outcome of its kind.
+    rows = collections.defaultdict(list)
+    for row in cli_json(config, "inbound", "list"):
+        rows[row["message_id"]].append(row)
+    assert [r for rs in rows.values() for r in rs if r["outcome"] in ("pending", "quarantined")] == []
+    effective = {mid: [r for r in rs if r["outcome"] != "duplicate"] for mid, rs in rows.items()}
+    wrong = {p.message_id: [(r["outcome"], r["ticket"], r["reason"]) for r in effective.get(p.message_id, [])]
+             for p in plan if not _exactly_once(p, effective.get(p.message_id, []))}
+    assert wrong == {}
+    check_tickets(config, plan, seeds)
+    assert gateway.terminate() == 0, gateway.log_tail()
+
+    counts, log = collections.Counter(p.kind for p in plan), postfix.log_text().splitlines()
+    redelivered = {mid: len(rs) - 1 for mid, rs in rows.items() if len(rs) > 1}
+    print(f"\ncrash run: {MESSAGES} messages ({counts['new']} new, {counts['reply']} replies, "
+          f"{counts['refused']} refused), {len(kills)} SIGKILLs after {kills} inbound rows, "
+          f"{gateway.starts} starts, {elapsed:.1f} s; Postfix: "
+          f"{sum('status=deferred' in line for line in log)} deferrals, "
+          f"{sum('postfix/smtp[' in line and 'lost connection' in line for line in log)} connections lost; "
+          f"Postdesk: {sum(redelivered.values())} redeliveries recorded as duplicates "
+          f"({sum(n for mid, n in redelivered.items() if effective[mid][0]['outcome'] == 'refused')} of refusals)")
+
+
+def burst_with_kills(config: Path, gateway: GatewayProcess, postfix: Postfix, plan: list[Planned],
+                     rng: random.Random) -> list[int]:
+    """Inject the burst into Postfix while killing and restarting serve; returns the progress at each kill."""
+    before = db_count(config)
     accepted: list[str] = []
     errors: list[str] = []
     items = list(enumerate(plan))
@@ -252,10 +288,9 @@ def test_burst_through_postfix_survives_sigkill_exactly_once(relayed):
                  for k in range(INJECTORS)]
     for thread in injectors:
         thread.start()
-
     kills = []
-    for k in range(1, KILLS + 1):   # spread the kills over the burst, each at a random moment near its mark
-        mark = before + int(MESSAGES * (k - rng.random() * 0.5) / (KILLS + 1))
+    for k in range(1, KILLS + 1):   # spread over the burst, each at a random moment near its mark
+        mark = before + int(len(plan) * (k - rng.random() * 0.5) / (KILLS + 1))
         wait_until(lambda: db_count(config) >= mark, 120, 0.01, f"progress to inbound row {mark}")
         gateway.kill()
         kills.append(db_count(config) - before)
@@ -263,64 +298,165 @@ def test_burst_through_postfix_survives_sigkill_exactly_once(relayed):
         gateway.start()
     for thread in injectors:
         thread.join(timeout=300)
-    assert errors == [] and len(accepted) == MESSAGES, errors[:5]
-
-    def drained() -> bool:
-        if postfix.queued():
-            postfix.flush()   # postqueue -f: retry deferred mail now
-            return False
-        return True
-    wait_until(drained, 180, 1.0, "Postfix queue empty")
-    wait_until(lambda: db_count(config, "outcome = 'pending'") == 0, 60, 0.2, "every stored message processed")
-    fates = final_fates(postfix_fates(postfix.log_text()))
-    wait_until(lambda: all(fates.get(p.message_id) for p in plan)
-               or fates.update(final_fates(postfix_fates(postfix.log_text()))), 20, 0.2, "Postfix logged every fate")
-    elapsed = time.monotonic() - started
-
-    # Postfix: each message delivered or bounced exactly once, nothing left in its queue.
-    assert postfix.queued() == []
-    wrong_fate = {p.message_id: fates.get(p.message_id) for p in plan
-                  if fates.get(p.message_id) != ["bounced" if p.kind == "refused" else "sent"]}
-    assert wrong_fate == {}
-
-    # Postdesk: each message has exactly one row that is not a duplicate, with the outcome of its kind.
-    rows = collections.defaultdict(list)
-    for row in cli_json(config, "inbound", "list"):
-        rows[row["message_id"]].append(row)
-    assert not [r for rs in rows.values() for r in rs if r["outcome"] in ("pending", "quarantined")]
-    effective = {mid: [r for r in rs if r["outcome"] != "duplicate"] for mid, rs in rows.items()}
-    wrong = {}
-    for p in plan:
-        found = effective.get(p.message_id, [])
-        if len(found) != 1 or not _matches(p, found[0]):
-            wrong[p.message_id] = [(r["outcome"], r["ticket"], r["reason"]) for r in found]
-    assert wrong == {}
-    redelivered = sum(len(rs) - 1 for rs in rows.values())
-
-    # Tickets: one per new message, each reply once on the ticket it named.
-    tickets = cli_json(config, "ticket", "list")
-    new = [p for p in plan if p.kind == "new"]
-    assert len(tickets) == len(ORGS) * SEEDS_PER_ORG + len(new)
-    assert sorted(t["subject"] for t in tickets if t["subject"].startswith("Burst")) == sorted(p.subject for p in new)
-    for org_seeds in seeds.values():
-        for number in org_seeds:
-            shown = cli_json(config, "ticket", "show", str(number))
-            ids = [m["message_id"] for m in shown["messages"] if m["direction"] == "inbound"]
-            expected = [p.message_id for p in plan if p.kind == "reply" and p.ticket == number]
-            assert sorted(i for i in ids if i and i.startswith("<burst-")) == sorted(expected), number
-
-    assert gateway.terminate() == 0, gateway.log_tail()
-    counts = collections.Counter(p.kind for p in plan)
-    print(f"\ncrash run: {MESSAGES} messages ({counts['new']} new, {counts['reply']} replies, "
-          f"{counts['refused']} refused), {len(kills)} SIGKILLs after {kills} inbound rows, "
-          f"{gateway.starts} starts, {redelivered} redeliveries recorded as duplicates, "
-          f"{sum('deferred' in line for line in postfix.log_text().splitlines())} deferrals, "
-          f"{elapsed:.1f} s")
+    assert errors == [] and len(accepted) == len(plan), errors[:5]   # Postfix accepted every message
+    return kills
 
 
-def _matches(planned: Planned, row: dict) -> bool:
+def drained(postfix: Postfix) -> bool:
+    if postfix.queued():
+        postfix.flush()   # postqueue -f: retry deferred mail now
+        return False
+    return True
+
+
+def logged_fates(postfix: Postfix, plan: list[Planned]) -> dict[str, list[tuple[str, str]]] | None:
+    """Each message's final statuses (sent/bounced) in Postfix's log, once every message has one."""
+    fates = {mid: [(s, text) for s, text in entries if s in ("sent", "bounced")]
+             for mid, entries in postfix_fates(postfix.log_text()).items()}
+    return fates if all(fates.get(p.message_id) for p in plan) else None
+
+
+def _exactly_once(planned: Planned, rows: list[dict]) -> bool:
+    if len(rows) != 1:
+        return False
+    row = rows[0]
     if planned.kind == "refused":
         return row["outcome"] == "refused"
     if planned.kind == "new":
         return row["outcome"] == "ticket_created"
     return row["ticket"] == planned.ticket and row["outcome"] not in ("refused", "ignored", "ticket_created")
+
+
+def check_tickets(config: Path, plan: list[Planned], seeds: dict[str, list[int]]) -> None:
+    """One ticket per new message; each reply once on the ticket it named."""
+    tickets = cli_json(config, "ticket", "list")
+    new = [p for p in plan if p.kind == "new"]
+    assert len(tickets) == len(ORGS) * SEEDS_PER_ORG + len(new)
+    assert sorted(t["subject"] for t in tickets if t["subject"].startswith("Burst")) == sorted(p.subject for p in new)
+    for number in (n for numbers in seeds.values() for n in numbers):
+        shown = json.loads(cli(config, "ticket", "show", str(number), "--json"))
+        ids = [m["message_id"] for m in shown["messages"] if m["direction"] == "inbound"]
+        expected = [p.message_id for p in plan if p.kind == "reply" and p.ticket == number]
+        assert sorted(i for i in ids if i and i.startswith("<burst-")) == sorted(expected), number
+
+
+# ---- the windows a kill can hit, one by one ------------------------------------------------------
+
+def test_refusal_retried_after_a_lost_reply_is_recorded_once(acme):
+    # Killed after committing a refusal but before answering 550, the MTA delivers again: refused again, not twice.
+    msg = mail("visitor@stranger.example", "Hello?", "Who reads this?")
+    first, again = acme.send(msg), acme.send(msg.as_bytes().replace(b"\n", b"\r\n"))
+    assert first[0] == again[0] == 550 and "no service account" in again[1]
+    rows = acme.inbound()
+    assert [r["outcome"] for r in rows] == ["refused", "duplicate"]
+    assert f"refused inbound #{rows[0]['id']}" in rows[1]["reason"]
+    assert [r["id"] for r in acme.json("inbound", "list", "--outcome", "refused")] == [rows[0]["id"]]
+
+
+def test_accepted_message_retried_after_a_lost_reply_changes_nothing(acme):
+    # Killed after committing but before answering 250, the MTA delivers again: 250, recorded as a duplicate.
+    msg = mail("alice@acme.example", "Only once", "The export fails.")
+    assert acme.send(msg)[0] == 250
+    assert acme.send(msg)[0] == 250
+    assert [(r["outcome"], r["ticket"]) for r in acme.inbound()] == [("ticket_created", 1), ("duplicate", 1)]
+    assert len(acme.json("ticket", "list")) == 1
+    assert len([m for m in acme.ticket(1)["messages"] if m["direction"] == "inbound"]) == 1
+
+
+# ---- SIGTERM: the message in hand ----------------------------------------------------------------
+
+class SmtpLine:
+    """A line-by-line SMTP client that can stop in the middle of DATA (smtplib sends DATA in one go)."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.file = self.sock.makefile("rb")
+        assert self.reply().startswith("220")
+
+    def reply(self) -> str:
+        """The last line of the next reply ("" when the server closed the connection)."""
+        while True:
+            line = self.file.readline().decode().rstrip("\r\n")
+            if len(line) < 4 or line[3] != "-":
+                return line
+
+    def command(self, text: str) -> str:
+        self.sock.sendall(text.encode() + b"\r\n")
+        return self.reply()
+
+    def begin(self, sender: str) -> None:
+        """EHLO, MAIL, RCPT and DATA, ready for the message."""
+        for text, code in (("EHLO client.example.net", "250"), (f"MAIL FROM:<{sender}>", "250"),
+                           (f"RCPT TO:<{SUPPORT}>", "250"), ("DATA", "354")):
+            assert self.command(text).startswith(code), text
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def big_message(sender: str, subject: str, message_id: str) -> bytes:
+    msg = mail(sender, subject, "The report export fails; the HAR export is attached.", message_id=message_id)
+    msg.add_attachment(b'{"log": {"entries": []}}\n' * 40000, maintype="application", subtype="json",
+                       filename="export.har")
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")).replace(b"\r\n.", b"\r\n..")
+
+
+@pytest.fixture
+def served(tmp_path, request):
+    """`serve` as a process with ACME registered; the shutdown grace in seconds is the test's parameter."""
+    port = free_port()
+    config = write_config(tmp_path, port=port)
+    config.write_text(config.read_text().replace("[smtp]\n", f"[smtp]\nshutdown_grace_seconds = {request.param}\n"))
+    cli(config, "init")
+    cli(config, "org", "add", "ACME", "--package", "silver", "--main-contact", "alice@acme.example", "--no-mail")
+    gateway = GatewayProcess(config, port, tmp_path / "serve.log")
+    gateway.start()
+    try:
+        yield config, gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.parametrize("served", [20.0], indirect=True)
+def test_sigterm_mid_data_finishes_the_message_in_hand_and_exits_0(served):
+    # SIGTERM while DATA arrives: the message is stored and answered 250; an idle connection gets 421; exit 0.
+    config, gateway = served
+    sending, idle = SmtpLine(gateway.port), SmtpLine(gateway.port)
+    assert idle.command("EHLO idle.example.net").startswith("250")
+    message = big_message("alice@acme.example", "Sent during shutdown", "<in-hand@acme.example>")
+    sending.begin("alice@acme.example")
+    half = len(message) // 2
+    sending.sock.sendall(message[:half])
+    time.sleep(0.3)
+    gateway.proc.send_signal(signal.SIGTERM)
+    assert idle.reply().startswith("421 4.3.2")   # between transactions: turned away at once
+    wait_until(lambda: not _listening(gateway.port), 5, 0.05, "listener closed")
+    assert gateway.proc.poll() is None            # still finishing the message in hand
+    sending.sock.sendall(message[half:] + b"\r\n.\r\n")
+    assert sending.reply().startswith("250 2.0.0")
+    assert gateway.proc.wait(timeout=30) == 0, gateway.log_tail()
+    rows = cli_json(config, "inbound", "list")
+    assert [(r["message_id"], r["outcome"]) for r in rows] == [("<in-hand@acme.example>", "ticket_created")]
+    assert [t["subject"] for t in cli_json(config, "ticket", "list")] == ["Sent during shutdown"]
+    sending.close()
+    idle.close()
+
+
+@pytest.mark.parametrize("served", [2.0], indirect=True)
+def test_sigterm_answers_421_when_data_outlasts_the_grace(served):
+    # A client still sending when the grace ends is told 421 (it keeps the mail and retries); nothing stored.
+    config, gateway = served
+    sending = SmtpLine(gateway.port)
+    message = big_message("alice@acme.example", "Too slow", "<too-slow@acme.example>")
+    sending.begin("alice@acme.example")
+    sending.sock.sendall(message[:len(message) // 2])
+    time.sleep(0.3)
+    stopped = time.monotonic()
+    gateway.proc.send_signal(signal.SIGTERM)
+    assert sending.reply().startswith("421 4.3.2")
+    assert 1.5 < time.monotonic() - stopped < 10
+    assert gateway.proc.wait(timeout=30) == 0, gateway.log_tail()
+    assert cli_json(config, "inbound", "list") == []
+    sending.close()
