@@ -160,13 +160,16 @@ def _judge_dkim(raw: bytes, signatures: Sequence[str], domain: str, config: Auth
         signing_domain = match.group(1).lower() if match else ""
         outcomes.append((signing_domain, _verify_one(raw, index, resolver, config.dns_timeout_seconds)))
     mine = [(d, result) for d, result in outcomes if aligned(d, domain)]
+    required = any(_within(domain, parent) for parent in config.dkim_required_domains)
     if any(result == "pass" for _, result in mine):
         return AuthResult("pass", "dkim", domain, f"valid DKIM signature of {domain}")
-    if any(result == "temperror" for _, result in mine):
-        return AuthResult("temperror", "dkim", domain, f"the DKIM key of {domain} could not be looked up")
-    if mine:
+    if any(result == "fail" for _, result in mine):
         return AuthResult("fail", "dkim", domain, f"the DKIM signature of {domain} does not verify")
-    if any(_within(domain, required) for required in config.dkim_required_domains):
+    # A key that cannot be looked up proves nothing either way (RFC 6376 §6.1: treat the message
+    # as unsigned); only a domain known to sign everything makes that a reason to hold the mail.
+    if required and any(result == "temperror" for _, result in mine):
+        return AuthResult("temperror", "dkim", domain, f"the DKIM key of {domain} could not be looked up")
+    if required:
         return AuthResult("fail", "dkim", domain, f"{domain} always signs its mail, and this message "
                                                   "has no valid DKIM signature of it")
     return AuthResult("none", "dkim", domain, f"no DKIM signature of {domain}")
@@ -180,20 +183,31 @@ def _within(domain: str, parent: str) -> bool:
 def _verify_one(raw: bytes, index: int, resolver: Resolver, timeout: float) -> str:
     """Verify the ``index``-th signature: "pass", "fail" (broken or not verifying) or "temperror"."""
     lookup_failed: list[bytes] = []
+    key_found: list[bytes] = []
 
     def txt(name: bytes, timeout: float = timeout) -> bytes | None:
         try:
-            return resolver(name, timeout=timeout)
+            record = resolver(name, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 -- any resolver failure is a temporary error
             lookup_failed.append(name)
             raise dkim.DnsTimeoutError(str(exc) or type(exc).__name__) from None
+        if not record:   # no key published, or no DNS at all: nothing to verify against
+            lookup_failed.append(name)
+        else:
+            key_found.append(name)
+        return record
 
     try:
         verifier = dkim.DKIM(raw, logger=_DKIM_LOG, timeout=timeout)
         ok = verifier.verify(idx=index, dnsfunc=txt)
-    except Exception as exc:  # noqa: BLE001 -- dkimpy raises on malformed signatures: they do not verify
-        log.debug("DKIM signature %s unverifiable: %s", index, type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 -- dkimpy raises on malformed signatures
+        # With the key in hand this is a real failure (e.g. "body hash mismatch"). A signature
+        # that cannot even be read proves nothing (RFC 6376 §6.1: as if unsigned); leaving the
+        # signature out would get a forger the same result.
+        log.debug("DKIM signature %s does not verify: %s", index, type(exc).__name__)
+        if not key_found:
+            return "temperror"
         ok = False
     if lookup_failed:
-        return "temperror"
+        return "temperror"   # "could not be checked", never "forged"
     return "pass" if ok else "fail"
