@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from gateway.rendering import RenderedMail, one_line
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from sqlmodel import Session
 
-from gateway import arrival, limits, lifecycle, policy, screening
+from gateway import arrival, limits, policy, screening
 from gateway.bounces import clear_on_new_mail
 from gateway.classify import Classification, classify
 from gateway.commands import find_command

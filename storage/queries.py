@@ -153,16 +153,10 @@ def last_message_ids_by_person(session: Session, ticket_id: int) -> dict[str, st
             newest[person.lower()] = message_id
     return newest
 
+
 def add_event(session: Session, ticket_id: int, now: datetime, actor: str, kind: str, detail: str) -> None:
     session.add(TicketEvent(ticket_id=ticket_id, at=now, actor=actor, kind=kind, detail=detail))
 
-
-def solved_tickets_due(session: Session, before: datetime) -> list[Ticket]:
-    query = select(Ticket).where(Ticket.status == "solved", Ticket.solved_at <= before).order_by(Ticket.id)
-    return list(session.exec(query.with_for_update(skip_locked=True)))
-
-
-# ---- views (JSON) ------------------------------------------------------------------------
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None

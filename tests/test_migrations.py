@@ -1,6 +1,6 @@
 """Schema migrations: a database made by the first version upgrades and keeps its data; models and
 migrations never drift apart."""
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
