@@ -34,7 +34,7 @@ from gateway.parsing import HeaderSummary, ParsedMessage
 from gateway.sender_auth import AuthResult, Resolver, authenticate
 from gateway.tokens import Signer
 from storage import queries
-from storage.db import transaction
+from storage.db import reading
 from storage.models import Inbound
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def screen(engine: Engine, settings: Settings, raw: bytes, headers: HeaderSummar
 def _names_known_person(engine: Engine, address: str | None) -> bool:
     if not address:
         return False
-    with transaction(engine) as session:
+    with reading(engine) as session:   # a read: it must not wait for the worker's write lock
         person = queries.find_person(session, address)
     return person is not None and person.kind is not None
 

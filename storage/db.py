@@ -41,14 +41,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def _sqlite_begin_immediate(connection) -> None:
     # Take the write lock at the start of every transaction: read-then-write
     # transactions from two processes then wait for each other instead of failing
-    # with "database is locked" half-way through.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # with "database is locked" half-way through. Read-only work (see ``reading``)
+    # takes no lock, so it never waits for the worker's write transaction (WAL).
+    read_only = connection.get_execution_options().get("postdesk_read_only", False)
+    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
 
 def create_schema(engine: Engine) -> None:
     """Create or upgrade the schema through the migrations; safe to run again."""
     from storage.migrate import upgrade
     upgrade(engine)
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Session]:
+    """A session for reads only: on SQLite it does not take (or wait for) the write lock."""
+    with engine.connect().execution_options(postdesk_read_only=True) as connection:
+        with Session(bind=connection) as session:
+            yield session
 
 
 @contextmanager
