@@ -30,6 +30,7 @@ from datetime import datetime
 from email.parser import BytesHeaderParser
 
 from flufl.bounce import all_failures
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from gateway.errors import AdminError
@@ -222,18 +223,32 @@ def _mark_bouncing(session: Session, address: str, reason: str, now: datetime) -
 # -- not sending to bouncing addresses ----------------------------------------------------------
 
 
-def bouncing_reason(session: Session, address: str) -> str | None:
-    """Why mail to ``address`` must not be sent now, or None."""
-    account = queries.account_by_email(session, address)
-    if account is None or not account.bouncing:
-        return None
-    since = account.bounced_at.date().isoformat() if account.bounced_at else "?"
-    return f"{account.email} is bouncing since {since}; clear with `postdesk account clear-bounce {account.email}`"
+_BOUNCING = (select(Account.email, Account.bounced_at)
+             .where(Account.email.in_(bindparam("addresses", expanding=True)), Account.bouncing))
+
+
+def bouncing_reasons(session: Session, addresses: Iterable[str]) -> dict[str, str]:
+    """Why mail to each bouncing one of ``addresses`` must not be sent now, by lowercased address.
+
+    One statement for a whole batch of recipients; an address missing from the result may be mailed.
+    """
+    wanted = sorted({address.lower() for address in addresses})
+    if not wanted:
+        return {}
+    rows = session.exec(_BOUNCING, params={"addresses": wanted})
+    reasons = {}
+    for email_address, bounced_at in rows:
+        since = bounced_at.date().isoformat() if bounced_at else "?"
+        reasons[email_address] = (f"{email_address} is bouncing since {since}; "
+                                  f"clear with `postdesk account clear-bounce {email_address}`")
+    return reasons
 
 
 def hold_if_bouncing(session: Session, row: Outbox, now: datetime) -> bool:
     """Dispatcher hook: mark a queued row ``suppressed`` when a recipient bounces (and say so)."""
-    reasons = [r for r in (bouncing_reason(session, a) for a in json.loads(row.recipients or "[]")) if r]
+    recipients = json.loads(row.recipients or "[]")
+    found = bouncing_reasons(session, recipients)
+    reasons = [found[a.lower()] for a in recipients if a.lower() in found]
     if not reasons:
         return False
     row.status, row.last_error = "suppressed", f"not sent: {reasons[0]}"[:500]

@@ -16,7 +16,7 @@ from gateway.classify import Classification, is_role_address
 from gateway.config import Settings
 from gateway.fields import parse_agent_commands, parse_ticket_fields
 from gateway.hours import support_hours
-from gateway.mailer import Deps, agent_recipients, queue, recipient_for_account, ticket_facts
+from gateway.mailer import Deps, account_recipient, agent_recipients, queue, recipient_for_agent, ticket_facts
 from gateway.notifications import MessageFacts, Recipient
 from gateway.parsing import ParsedMessage
 from gateway.quotes import VisibleText
@@ -34,25 +34,30 @@ class Sender:
     name: str
     is_agent: bool
     account: Account | None
-    org_id: int | None
-    org_name: str | None
+    organization: Organization | None   # held for the whole message: its later lookups need no query
     recipient: Recipient
+
+    @property
+    def org_id(self) -> int | None:
+        return self.organization.id if self.organization is not None else None
+
+    @property
+    def org_name(self) -> str | None:
+        return self.organization.name if self.organization is not None else None
 
     @classmethod
     def load(cls, session: Session, email: str, display_name: str, settings: Settings) -> "Sender":
         agent = queries.agent_by_email(session, email)
         if agent is not None:
-            from gateway.mailer import recipient_for_agent
-            return cls(email, agent.name or display_name, True, None, None, None, recipient_for_agent(agent))
-        account = queries.account_by_email(session, email)
+            return cls(email, agent.name or display_name, True, None, None, recipient_for_agent(agent))
+        account, org = queries.account_with_organization(session, email)
         if not account.name and display_name.strip():
             # An account registered without a name takes the one its owner's mail client shows,
             # so greetings read "Jana Müller" rather than an address.
             account.name = " ".join(display_name.split())[:120]
             session.add(account)
-        org = session.get(Organization, account.organization_id)
-        return cls(email, account.name or display_name, False, account, org.id, org.name,
-                   recipient_for_account(session, account, settings, "customer"))
+        return cls(email, account.name or display_name, False, account, org,
+                   account_recipient(account, org, settings, "customer"))
 
 
 def open_new_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: ParsedMessage, sender: Sender,
@@ -67,10 +72,11 @@ def open_new_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: Pars
         priority = followup_of.priority
     module = fields.module or (followup_of.module if followup_of is not None else None)
     subject = _ticket_subject(parsed.subject, fields.text)
+    # A new ticket: the customer just wrote, and the package's first-response target starts.
     ticket = store.open_ticket(session, org_id=sender.org_id, requester_id=sender.account.id, subject=subject,
                                type_=type_, priority=priority, module=module, now=now,
-                               followup_of=followup_of.id if followup_of else None)
-    _start_clocks(session, deps.settings, ticket, now)
+                               followup_of=followup_of.id if followup_of else None, last_customer_at=now,
+                               first_response_due_at=_first_response_due(deps.settings, sender.organization, now))
     added, refused = _sort_ccs(session, deps, parsed, sender)
     queries.add_ccs(session, ticket.id, added)
     store.add_message(session, ticket, author_email=sender.email, author_kind="customer",
@@ -98,12 +104,9 @@ def open_new_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: Pars
     return ticket.id
 
 
-def _start_clocks(session: Session, settings: Settings, ticket: Ticket, now) -> None:
-    """A new ticket: the customer just wrote, and the package's first-response target starts."""
-    package = session.get(Organization, ticket.organization_id).package
-    ticket.last_customer_at = now
-    ticket.first_response_due_at = targets.first_response_due(now, package, support_hours(settings.hours),
-                                                              settings.targets)
+def _first_response_due(settings: Settings, org: Organization, now):
+    """When the first answer to a ticket opened now is due under the organisation's package."""
+    return targets.first_response_due(now, org.package, support_hours(settings.hours), settings.targets)
 
 
 def _ticket_subject(subject: str, text: str) -> str:

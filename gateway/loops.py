@@ -24,9 +24,10 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam, case
 from sqlmodel import Session, func, select
 
-from gateway.bounces import bouncing_reason
+from gateway.bounces import bouncing_reasons
 from gateway.config import Settings
 from gateway.notifications import Notification
 from gateway.tokens import plus_token
@@ -34,6 +35,20 @@ from storage import queries
 from storage.models import MessageRecord, Outbox
 
 LOOP_HEADER = "X-Loop"
+
+# Built once: the worker asks these for every message or notification batch, and building
+# a statement costs about as much as running it.
+_SENT_BY_US = select(Outbox.id).where(Outbox.message_id == bindparam("message_id"))
+_REPLIES = select(func.count()).select_from(MessageRecord).where(
+    MessageRecord.ticket_id == bindparam("ticket_id"), MessageRecord.direction == "inbound",
+    MessageRecord.author_email == bindparam("address"), MessageRecord.created_at >= bindparam("since"))
+# Per recipient: automatic mails since a moment, and how many of them were about one ticket.
+_AUTOMATIC_MAILS = (select(Outbox.recipients, func.count(),
+                           func.sum(case((Outbox.ticket_id == bindparam("ticket_id"), 1), else_=0)))
+                    .where(Outbox.recipients.in_(bindparam("recipients", expanding=True)),
+                           Outbox.created_at >= bindparam("since"), Outbox.auto_submitted != "no",
+                           Outbox.ticket_id.is_not(None))
+                    .group_by(Outbox.recipients))
 
 
 def own_mail_reason(session: Session, settings: Settings, headers: Mapping[str, Sequence[str]],
@@ -44,7 +59,7 @@ def own_mail_reason(session: Session, settings: Settings, headers: Mapping[str, 
         return f"the message claims the support address {support} as its author (our own mail come back)"
     if any(support.lower() in value.lower() for value in headers.get(LOOP_HEADER.lower(), ())):
         return f"the message carries our {LOOP_HEADER} header (our own mail come back)"
-    if message_id and session.exec(select(Outbox.id).where(Outbox.message_id == message_id)).first():
+    if message_id and session.exec(_SENT_BY_US, params={"message_id": message_id}).first():
         return f"the message is a copy of mail Postdesk sent ({message_id})"
     return None
 
@@ -53,9 +68,7 @@ def reply_cap_reason(session: Session, settings: Settings, ticket_id: int, addre
                      now: datetime) -> str | None:
     """Why a mail from ``address`` on this ticket is kept quietly, or None."""
     cap, since = settings.loops.max_replies_per_ticket_per_address, _since(settings, now)
-    count = session.exec(select(func.count()).select_from(MessageRecord).where(
-        MessageRecord.ticket_id == ticket_id, MessageRecord.direction == "inbound",
-        MessageRecord.author_email == address.lower(), MessageRecord.created_at >= since)).one()
+    count = session.exec(_REPLIES, params={"ticket_id": ticket_id, "address": address.lower(), "since": since}).one()
     if count < cap:
         return None
     return (f"kept quietly: {address} wrote {count} mails on #{ticket_id} within "
@@ -66,8 +79,7 @@ def allowed(session: Session, settings: Settings, ticket_id: int, notifications:
             now: datetime) -> list[Notification]:
     """The notifications that may be queued; each one skipped is recorded on the ticket."""
     kept = []
-    for notification in notifications:
-        reason = skip_reason(session, settings, ticket_id, notification, now)
+    for notification, reason in zip(notifications, skip_reasons(session, settings, ticket_id, notifications, now)):
         if reason is None:
             kept.append(notification)
             continue
@@ -76,35 +88,55 @@ def allowed(session: Session, settings: Settings, ticket_id: int, notifications:
     return kept
 
 
-def skip_reason(session: Session, settings: Settings, ticket_id: int, notification: Notification,
-                now: datetime) -> str | None:
-    """Why ``notification`` must not be queued now, or None."""
-    address = notification.recipient.email.lower()
-    bouncing = bouncing_reason(session, address)
-    if bouncing:
-        return bouncing
-    if notification.auto_submitted == "no" or notification.recipient.kind == "agent":
-        return None
-    limits, since = settings.loops, _since(settings, now)
-    sent = _automatic_mails(session, address, since)
+def skip_reasons(session: Session, settings: Settings, ticket_id: int, notifications: Sequence[Notification],
+                 now: datetime) -> list[str | None]:
+    """Why each of ``notifications`` must not be queued now (None: it may be), in their order.
+
+    The whole batch is judged against the mail stored before it (queued earlier in this
+    transaction included), in two statements however many recipients it has.
+    """
+    addresses = [notification.recipient.email.lower() for notification in notifications]
+    bouncing = bouncing_reasons(session, addresses)
+    limited = [address for notification, address in zip(notifications, addresses)
+               if address not in bouncing and _rate_limited(notification)]
+    counts = _automatic_mails(session, limited, _since(settings, now), ticket_id)
+    reasons: list[str | None] = []
+    for notification, address in zip(notifications, addresses):
+        if address in bouncing:
+            reasons.append(bouncing[address])
+        elif _rate_limited(notification):
+            reasons.append(_over_limit(settings, ticket_id, address, counts.get(address, (0, 0))))
+        else:
+            reasons.append(None)
+    return reasons
+
+
+def _rate_limited(notification: Notification) -> bool:
+    """Mails a person wrote (``Auto-Submitted: no``) and mail to agents are never rate-limited."""
+    return notification.auto_submitted != "no" and notification.recipient.kind != "agent"
+
+
+def _over_limit(settings: Settings, ticket_id: int, address: str, counts: tuple[int, int]) -> str | None:
+    limits, (sent, about) = settings.loops, counts
     if sent >= limits.max_auto_replies_per_address:
         return (f"{sent} automatic mails to {address} within {limits.window_minutes} minutes "
                 f"(limit {limits.max_auto_replies_per_address}; loop protection)")
-    about = _automatic_mails(session, address, since, ticket_id)
     if about >= limits.max_auto_replies_per_ticket:
         return (f"{about} automatic mails about #{ticket_id} to {address} within {limits.window_minutes} "
                 f"minutes (limit {limits.max_auto_replies_per_ticket}; loop protection)")
     return None
 
 
-def _automatic_mails(session: Session, address: str, since: datetime, ticket_id: int | None = None) -> int:
+def _automatic_mails(session: Session, addresses: Sequence[str], since: datetime,
+                     ticket_id: int) -> dict[str, tuple[int, int]]:
+    """Per address: automatic mails to it since ``since``, and how many of them were about ``ticket_id``."""
     # Answers about tickets only: invitations and other account mail are no loop partner's doing.
-    query = select(func.count()).select_from(Outbox).where(
-        Outbox.recipients == json.dumps([address]), Outbox.created_at >= since, Outbox.auto_submitted != "no",
-        Outbox.ticket_id.is_not(None))
-    if ticket_id is not None:
-        query = query.where(Outbox.ticket_id == ticket_id)
-    return session.exec(query).one()
+    by_recipients = {json.dumps([address]): address for address in addresses}
+    if not by_recipients:
+        return {}
+    rows = session.exec(_AUTOMATIC_MAILS, params={"recipients": sorted(by_recipients), "since": since,
+                                                  "ticket_id": ticket_id})
+    return {by_recipients[recipients]: (sent, about_ticket or 0) for recipients, sent, about_ticket in rows}
 
 
 def _since(settings: Settings, now: datetime) -> datetime:

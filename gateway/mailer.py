@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session
 
 from gateway import loops
@@ -20,7 +21,7 @@ from gateway.commands import command_addresses, list_unsubscribe
 from gateway.composer import compose, make_thread_index
 from gateway.config import Settings
 from gateway.notifications import Notification, Recipient, TicketFacts, ticket_context
-from gateway.rendering import Renderer
+from gateway.rendering import RenderedMail, Renderer
 from gateway.subjects import single_reply_prefix
 from gateway.tokens import Signer
 from storage import queries, views
@@ -37,10 +38,14 @@ class Deps:
     resolver: Callable | None = None   # DNS TXT lookups for DKIM (gateway/sender_auth.py); None = real DNS
 
 
-def recipient_for_account(session: Session, account: Account, settings: Settings, kind: str) -> Recipient:
-    org = session.get(Organization, account.organization_id)
+def account_recipient(account: Account, org: Organization | None, settings: Settings, kind: str) -> Recipient:
+    """An account as a recipient, in its own locale, else its organisation's, else the desk's."""
     locale = account.locale or (org.locale if org else None) or settings.desk.default_locale
     return Recipient(account.email, account.name, locale, kind)
+
+
+def recipient_for_account(session: Session, account: Account, settings: Settings, kind: str) -> Recipient:
+    return account_recipient(account, session.get(Organization, account.organization_id), settings, kind)
 
 
 def recipient_for_agent(agent: Agent) -> Recipient:
@@ -50,16 +55,15 @@ def recipient_for_agent(agent: Agent) -> Recipient:
 def ticket_facts(session: Session, ticket: Ticket, deps: Deps) -> TicketFacts:
     requester = session.get(Account, ticket.requester_id)
     org = session.get(Organization, ticket.organization_id)
-    ccs = tuple(recipient_for_account(session, a, deps.settings, "cc")
-                for a in queries.ticket_ccs(session, ticket.id))
+    ccs, followers = views.ccs_and_followers(session, ticket.id, ticket.organization_id)
     return TicketFacts(
         number=ticket.id, subject=ticket.subject, status=ticket.status, type=ticket.type,
         priority=ticket.priority, module=ticket.module, organization=org.name,
-        requester=recipient_for_account(session, requester, deps.settings, "requester"), ccs=ccs,
+        requester=recipient_for_account(session, requester, deps.settings, "requester"),
+        ccs=tuple(recipient_for_account(session, a, deps.settings, "cc") for a in ccs),
         created_at=ticket.created_at, followup_of=ticket.followup_of,
         reply_address=deps.signer.reply_address(deps.settings.smtp.support_address, ticket.id),
-        followers=tuple(recipient_for_account(session, a, deps.settings, "follower")
-                        for a in views.followers(session, ticket.organization_id)),
+        followers=tuple(recipient_for_account(session, a, deps.settings, "follower") for a in followers),
     )
 
 
@@ -77,27 +81,36 @@ def agent_recipients(session: Session) -> list[Recipient]:
 
 
 def queue(session: Session, deps: Deps, ticket: Ticket, facts: TicketFacts,
-          notifications: Sequence[Notification], now: datetime) -> list[Outbox]:
-    """Render and compose each notification into the outbox, and record it on the ticket.
+          notifications: Sequence[Notification], now: datetime) -> list[int]:
+    """Render and compose each notification into the outbox, and record it on the ticket; returns the outbox ids.
 
     Each mail answers (In-Reply-To) the newest message its recipient wrote or was
     sent on this ticket, so it lands in the conversation that person sees; the
     References start with the ticket's first message, a stable thread root.
     """
-    references = queries.thread_message_ids(session, ticket.id)
-    rows = []
+    history = queries.thread_history(session, ticket.id)
     notifications = loops.allowed(session, deps.settings, ticket.id, notifications, now)   # bounces, rate limits
-    if notifications:
-        deps.renderer.refresh_overrides()
-    last_seen = queries.last_message_ids_by_person(session, ticket.id)
-    for position, notification in enumerate(notifications):
-        in_reply_to = last_seen.get(notification.recipient.email.lower())
-        rows.append(_queue_one(session, deps, ticket, facts, notification, in_reply_to, references,
-                               now, position))
-    return rows
+    if not notifications:
+        return []
+    deps.renderer.refresh_overrides()
+    mails = [_compose(deps, ticket, facts, notification, history.last_seen.get(notification.recipient.email.lower()),
+                      history.references, now, position)
+             for position, notification in enumerate(notifications)]
+    return _store(session, deps, ticket.id, mails, now)
 
 
-def _queue_one(session, deps, ticket, facts, notification, in_reply_to, references, now, position) -> Outbox:
+@dataclass(frozen=True)
+class _Mail:
+    """One composed notification, ready for the outbox."""
+
+    notification: Notification
+    rendered: RenderedMail
+    message_id: str
+    in_reply_to: str | None
+    raw: bytes
+
+
+def _compose(deps, ticket, facts, notification, in_reply_to, references, now, position) -> _Mail:
     settings, person = deps.settings, notification.recipient
     context = {
         "recipient": {"name": person.name or person.email, "email": person.email, "locale": person.locale},
@@ -122,18 +135,41 @@ def _queue_one(session, deps, ticket, facts, notification, in_reply_to, referenc
                        **(list_headers(settings, ticket.organization_id, facts.organization)
                           if person.kind == "follower" else {})},
     )
-    row = Outbox(created_at=now, ticket_id=ticket.id, template=notification.template, locale=person.locale,
-                 recipients=json.dumps([person.email]), envelope_from=settings.smtp.support_address,
-                 subject=rendered.subject, message_id=message_id, raw=raw, next_attempt_at=now,
-                 auto_submitted=notification.auto_submitted)
-    session.add(row)
-    session.flush()
-    # VERP: a delivery report names this row in its recipient (gateway/bounces.py)
-    row.envelope_from = verp_address(deps.signer, settings.smtp.support_address, row.id)
-    session.add(MessageRecord(
-        ticket_id=ticket.id, direction="outbound", author_email=settings.smtp.support_address,
-        author_kind="system", message_id=message_id, in_reply_to=in_reply_to, subject=rendered.subject,
-        text=rendered.text, full_text=rendered.text, internal=notification.internal, outbox_id=row.id,
-        recipient=person.email, created_at=now,
-    ))
-    return row
+    return _Mail(notification, rendered, message_id, in_reply_to, raw)
+
+
+_OUTBOX, _MESSAGE = Outbox.__table__, MessageRecord.__table__
+# Built once: three statements store a whole batch, however many mails it has.
+# RETURNING order is not guaranteed (SQLite), so each row comes back with its unique Message-ID.
+_INSERT_OUTBOX = insert(_OUTBOX).returning(_OUTBOX.c.message_id, _OUTBOX.c.id)
+_SET_ENVELOPE = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id"))
+                 .values(envelope_from=bindparam("verp")))
+_INSERT_RECORD = insert(_MESSAGE)
+
+
+def _store(session: Session, deps: Deps, ticket_id: int, mails: Sequence[_Mail], now: datetime) -> list[int]:
+    """Write the mails to the outbox and onto the ticket, in three statements; returns the outbox ids.
+
+    The outbox ids are known only after the insert, and the VERP envelope sender names
+    its row (a delivery report finds the row by it, gateway/bounces.py), so it is set
+    right after, in one statement for the batch.
+    """
+    support = deps.settings.smtp.support_address
+    connection = session.connection()
+    rows = connection.execute(_INSERT_OUTBOX, [{
+        "created_at": now, "ticket_id": ticket_id, "template": mail.notification.template,
+        "locale": mail.notification.recipient.locale, "recipients": json.dumps([mail.notification.recipient.email]),
+        "envelope_from": support, "subject": mail.rendered.subject, "message_id": mail.message_id, "raw": mail.raw,
+        "next_attempt_at": now, "auto_submitted": mail.notification.auto_submitted,
+    } for mail in mails])
+    inserted = {message_id: row_id for message_id, row_id in rows}
+    ids = [inserted[mail.message_id] for mail in mails]
+    connection.execute(_SET_ENVELOPE, [{"row_id": row_id, "verp": verp_address(deps.signer, support, row_id)}
+                                       for row_id in ids])
+    connection.execute(_INSERT_RECORD, [{
+        "ticket_id": ticket_id, "direction": "outbound", "author_email": support, "author_kind": "system",
+        "message_id": mail.message_id, "in_reply_to": mail.in_reply_to, "subject": mail.rendered.subject,
+        "text": mail.rendered.text, "full_text": mail.rendered.text, "internal": mail.notification.internal,
+        "outbox_id": row_id, "recipient": mail.notification.recipient.email, "created_at": now,
+    } for mail, row_id in zip(mails, ids)])
+    return ids

@@ -329,7 +329,8 @@ class Renderer:
     """Renders notifications from overrides first, packaged templates second.
 
     Compiled templates are cached by source text, so a new override takes effect on the
-    next render. A broken override never stops a mail: it is logged and the packaged
+    next render. The packaged files are part of the installed program and are read once
+    per process. A broken override never stops a mail: it is logged and the packaged
     template is used instead.
     """
 
@@ -340,6 +341,7 @@ class Renderer:
         self._default_locale = default_locale
         self._env = _make_environment(ZoneInfo(display_timezone))
         self._compiled = functools.lru_cache(maxsize=512)(self._compile)
+        self._packaged = functools.lru_cache(maxsize=512)(self._read_packaged)
 
     def refresh_overrides(self) -> None:
         """Look for new overrides now (once per message, before its mails are rendered)."""
@@ -434,8 +436,12 @@ class Renderer:
             text = self._overrides.get(name, locale, part)
             if text is not None:
                 return text, True
+        text = self._packaged(name, locale, part)
+        return (text, False) if text is not None else None
+
+    def _read_packaged(self, name: str, locale: str, part: str) -> str | None:
         try:
-            return (self._dir / locale / f"{name}.{part}").read_text(encoding="utf-8"), False
+            return (self._dir / locale / f"{name}.{part}").read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
 

@@ -221,6 +221,8 @@ class Meta(SQLModel, table=True):
 
 
 Index("ix_message_ticket_created", MessageRecord.ticket_id, MessageRecord.created_at)
+# Loop limits count the recent mail to one address (gateway/loops.py) without reading every outbox row.
+Index("ix_outbox_recipients_created", Outbox.recipients, Outbox.created_at)
 
 
 class TemplateVersion(SQLModel, table=True):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import bindparam, insert
 from sqlmodel import Session, select
 
 from gateway.policy import Person
@@ -26,31 +28,58 @@ def signing_secret(session: Session) -> bytes:
     return meta.value.encode("utf-8")
 
 
+def _person_statement():
+    address = bindparam("address")
+    return select(
+        select(Agent.active).where(Agent.email == address).scalar_subquery(),
+        select(SharedAddress.id).where(SharedAddress.email == address).scalar_subquery(),
+        select(Account.active).where(Account.email == address).scalar_subquery(),
+        select(Organization.name).join(Account, Account.organization_id == Organization.id)
+        .where(Account.email == address).scalar_subquery(),
+    )
+
+
+_PERSON = _person_statement()   # built once: every delivered message asks it, before any transaction
+
+
 def find_person(session: Session, address: str | None) -> Person | None:
+    """Who ``address`` is (agent, account of an organisation, or nobody we know), in one statement."""
     if not address:
         return None
     address = address.lower()
-    agent = session.exec(select(Agent).where(Agent.email == address)).first()
-    if agent is not None:
-        return Person(address, "agent", active=agent.active)
-    shared = session.exec(select(SharedAddress.id).where(SharedAddress.email == address)).first() is not None
-    account = session.exec(select(Account).where(Account.email == address)).first()
-    if account is None:
+    agent_active, shared_id, account_active, org_name = session.connection().execute(
+        _PERSON, {"address": address}).one()
+    if agent_active is not None:
+        return Person(address, "agent", active=bool(agent_active))
+    shared = shared_id is not None
+    if account_active is None:
         return Person(address, None, marked_shared=shared)
-    org = session.get(Organization, account.organization_id)
-    return Person(address, "account", active=account.active, marked_shared=shared, organization=org.name)
+    return Person(address, "account", active=bool(account_active), marked_shared=shared, organization=org_name)
 
 
 def account_by_email(session: Session, address: str) -> Account | None:
     return session.exec(select(Account).where(Account.email == address.lower())).first()
 
 
+# Built once: the worker asks these for every message (building a statement costs as much as running it).
+_ACCOUNT_WITH_ORGANIZATION = (select(Account, Organization)
+                              .join(Organization, Organization.id == Account.organization_id)
+                              .where(Account.email == bindparam("address")))
+_AGENT_BY_EMAIL = select(Agent).where(Agent.email == bindparam("address"))
+_ACTIVE_AGENTS = select(Agent).where(Agent.active).order_by(Agent.id)
+
+
+def account_with_organization(session: Session, address: str) -> tuple[Account, Organization] | None:
+    """The account of ``address`` and its organisation, in one statement (None: no account)."""
+    return session.exec(_ACCOUNT_WITH_ORGANIZATION, params={"address": address.lower()}).first()
+
+
 def agent_by_email(session: Session, address: str) -> Agent | None:
-    return session.exec(select(Agent).where(Agent.email == address.lower())).first()
+    return session.exec(_AGENT_BY_EMAIL, params={"address": address.lower()}).first()
 
 
 def active_agents(session: Session) -> list[Agent]:
-    return list(session.exec(select(Agent).where(Agent.active).order_by(Agent.id)))
+    return list(session.exec(_ACTIVE_AGENTS))
 
 
 class StoredThreads:
@@ -123,39 +152,58 @@ def ticket_ccs(session: Session, ticket_id: int, active_only: bool = True) -> li
     return list(session.exec(query.order_by(Account.id)))
 
 
+_INSERT_CC = insert(TicketCC.__table__)
+
+
 def add_ccs(session: Session, ticket_id: int, accounts: Sequence[Account]) -> None:
+    """Make ``accounts`` CCs of the ticket (those not yet), written at once."""
+    if not accounts:   # nothing to add: no need to read the ticket's CCs
+        return
     existing = {a.id for a in ticket_ccs(session, ticket_id, active_only=False)}
+    rows = []
     for account in accounts:
         if account.id not in existing:
-            session.add(TicketCC(ticket_id=ticket_id, account_id=account.id))
+            rows.append({"ticket_id": ticket_id, "account_id": account.id})
             existing.add(account.id)
+    if rows:
+        session.connection().execute(_INSERT_CC, rows)
 
 
-def thread_message_ids(session: Session, ticket_id: int) -> list[str]:
-    """Message-IDs of the ticket's public messages, oldest first, for References."""
-    rows = session.exec(select(MessageRecord.message_id)
-                        .where(MessageRecord.ticket_id == ticket_id, MessageRecord.message_id.is_not(None),
-                               MessageRecord.internal == False)  # noqa: E712
-                        .order_by(MessageRecord.id))
-    return list(dict.fromkeys(rows))
+@dataclass(frozen=True)
+class ThreadHistory:
+    """What a ticket's new mail needs to thread: References and whom each earlier message concerned."""
+
+    references: list[str]          # Message-IDs of the public messages, oldest first, each once
+    last_seen: dict[str, str]      # person (lowercased) -> Message-ID of the newest message they wrote or were sent
 
 
-def last_message_ids_by_person(session: Session, ticket_id: int) -> dict[str, str]:
-    """For each person on the ticket, the Message-ID of the newest message they wrote or were sent."""
-    rows = session.exec(select(MessageRecord.direction, MessageRecord.author_email, MessageRecord.recipient,
-                               MessageRecord.message_id)
-                        .where(MessageRecord.ticket_id == ticket_id, MessageRecord.message_id.is_not(None))
-                        .order_by(MessageRecord.id))
+_THREAD_HISTORY = (select(MessageRecord.internal, MessageRecord.direction, MessageRecord.author_email,
+                          MessageRecord.recipient, MessageRecord.message_id)
+                   .where(MessageRecord.ticket_id == bindparam("ticket_id"), MessageRecord.message_id.is_not(None))
+                   .order_by(MessageRecord.id))
+
+
+def thread_history(session: Session, ticket_id: int) -> ThreadHistory:
+    """The ticket's :class:`ThreadHistory`, read in one statement."""
+    rows = session.exec(_THREAD_HISTORY, params={"ticket_id": ticket_id})
+    references: dict[str, None] = {}
     newest: dict[str, str] = {}
-    for direction, author, recipient, message_id in rows:
+    for internal, direction, author, recipient, message_id in rows:
+        if not internal:
+            references.setdefault(message_id)
         person = author if direction == "inbound" else recipient
         if person:
             newest[person.lower()] = message_id
-    return newest
+    return ThreadHistory(list(references), newest)
+
+
+_INSERT_EVENT = insert(TicketEvent.__table__)
 
 
 def add_event(session: Session, ticket_id: int, now: datetime, actor: str, kind: str, detail: str) -> None:
-    session.add(TicketEvent(ticket_id=ticket_id, at=now, actor=actor, kind=kind, detail=detail))
+    """Write one event to the ticket's audit trail at once: a plain insert, in the order events happen."""
+    session.connection().execute(_INSERT_EVENT, {"ticket_id": ticket_id, "at": now, "actor": actor, "kind": kind,
+                                                 "detail": detail})
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -256,10 +304,13 @@ def pending_inbound_ids(session: Session, limit: int = 100) -> list[int]:
     return list(session.exec(query))
 
 
+_CLAIM_INBOUND = (select(Inbound).where(Inbound.id == bindparam("inbound_id"), Inbound.outcome == "pending")
+                  .with_for_update(skip_locked=True))
+
+
 def claim_inbound(session: Session, inbound_id: int) -> Inbound | None:
     """Lock a pending inbound row for processing (skipped when another process holds it)."""
-    query = select(Inbound).where(Inbound.id == inbound_id, Inbound.outcome == "pending")
-    return session.exec(query.with_for_update(skip_locked=True)).first()
+    return session.exec(_CLAIM_INBOUND, params={"inbound_id": inbound_id}).first()
 
 
 def due_outbox(session: Session, now: datetime, limit: int = 50) -> list[Outbox]:

@@ -5,6 +5,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import insert
 from sqlmodel import Session
 
 from gateway.lifecycle import Status, TicketState
@@ -13,10 +14,13 @@ from storage.models import Attachment, MessageRecord, Ticket
 
 
 def open_ticket(session: Session, *, org_id: int, requester_id: int, subject: str, type_: str,
-                priority: str | None, module: str | None, now: datetime, followup_of: int | None = None) -> Ticket:
+                priority: str | None, module: str | None, now: datetime, followup_of: int | None = None,
+                last_customer_at: datetime | None = None, first_response_due_at: datetime | None = None) -> Ticket:
+    """Insert a new open ticket with its clocks already set (one INSERT, no UPDATE after it); flushed for its number."""
     ticket = Ticket(organization_id=org_id, requester_id=requester_id, subject=subject, status=Status.OPEN.value,
                     type=type_, priority=priority, module=module, followup_of=followup_of,
-                    created_at=now, updated_at=now, status_changed_at=now)
+                    created_at=now, updated_at=now, status_changed_at=now, last_customer_at=last_customer_at,
+                    first_response_due_at=first_response_due_at)
     session.add(ticket)
     session.flush()
     return ticket
@@ -48,24 +52,33 @@ def save_state(session: Session, ticket: Ticket, state: TicketState, now: dateti
     session.add(ticket)
 
 
+_INSERT_MESSAGE = insert(MessageRecord.__table__)
+_INSERT_ATTACHMENT = insert(Attachment.__table__)
+
+
 def add_message(session: Session, ticket: Ticket, *, author_email: str, author_kind: str,
                 message_id: str | None, in_reply_to: Sequence[str], references: Sequence[str], subject: str,
                 text: str, full_text: str, strip_rule: str, internal: bool, inbound_id: int | None,
-                now: datetime, attachments: Sequence[ParsedAttachment] = ()) -> MessageRecord:
-    record = MessageRecord(
-        ticket_id=ticket.id, direction="inbound", author_email=author_email, author_kind=author_kind,
-        message_id=message_id, in_reply_to=" ".join(in_reply_to) or None, references=" ".join(references),
-        subject=subject, text=text, full_text=full_text, strip_rule=strip_rule, internal=internal,
-        inbound_id=inbound_id, created_at=now,
-    )
-    session.add(record)
-    session.flush()
-    for item in attachments:
-        session.add(Attachment(
-            ticket_id=ticket.id, message_pk=record.id, filename=item.filename, content_type=item.content_type,
-            size=len(item.content), sha256=hashlib.sha256(item.content).hexdigest(),
-            content_id=item.content_id, inline=item.inline, content=item.content,
-        ))
-    ticket.updated_at = now
-    session.add(ticket)
-    return record
+                now: datetime, attachments: Sequence[ParsedAttachment] = ()) -> int:
+    """Store an inbound message (and its attachments) on the ticket at once; returns the message's id.
+
+    Plain inserts, in the order they happen: no ORM object to build and flush per message.
+    """
+    connection = session.connection()
+    message_pk = connection.execute(_INSERT_MESSAGE, {
+        "ticket_id": ticket.id, "direction": "inbound", "author_email": author_email, "author_kind": author_kind,
+        "message_id": message_id, "in_reply_to": " ".join(in_reply_to) or None, "references": " ".join(references),
+        "subject": subject, "text": text, "full_text": full_text, "strip_rule": strip_rule, "internal": internal,
+        "inbound_id": inbound_id, "created_at": now,
+    }).inserted_primary_key[0]
+    if attachments:
+        connection.execute(_INSERT_ATTACHMENT, [{
+            "ticket_id": ticket.id, "message_pk": message_pk, "filename": item.filename,
+            "content_type": item.content_type, "size": len(item.content),
+            "sha256": hashlib.sha256(item.content).hexdigest(), "content_id": item.content_id,
+            "inline": item.inline, "content": item.content,
+        } for item in attachments])
+    if ticket.updated_at != now:   # a ticket opened just now needs no update
+        ticket.updated_at = now
+        session.add(ticket)
+    return message_pk

@@ -6,6 +6,7 @@ contact of an organisation. Read-only functions that take a Session.
 """
 from __future__ import annotations
 
+from sqlalchemy import and_, bindparam, or_
 from sqlmodel import Session, func, select
 
 from storage.models import Account, Ticket, TicketCC
@@ -13,10 +14,22 @@ from storage.models import Account, Ticket, TicketCC
 SCOPES = ("mine", "cc", "org")
 
 
-def followers(session: Session, org_id: int) -> list[Account]:
-    """Active accounts of the organisation that follow it."""
-    query = select(Account).where(Account.organization_id == org_id, Account.active, Account.follows)
-    return list(session.exec(query.order_by(Account.id)))
+def _ccs_and_followers_statement():
+    is_cc = Account.id.in_(select(TicketCC.account_id).where(TicketCC.ticket_id == bindparam("ticket_id")))
+    follows = and_(Account.organization_id == bindparam("org_id"), Account.follows)
+    return select(Account, is_cc, follows).where(Account.active, or_(is_cc, follows)).order_by(Account.id)
+
+
+_CCS_AND_FOLLOWERS = _ccs_and_followers_statement()   # built once: every notification batch asks it
+
+
+def ccs_and_followers(session: Session, ticket_id: int, org_id: int) -> tuple[list[Account], list[Account]]:
+    """The ticket's active CCs, and the active accounts of the organisation that follow it.
+
+    One statement for both lists (each by account id), since every notification batch needs both.
+    """
+    rows = session.exec(_CCS_AND_FOLLOWERS, params={"ticket_id": ticket_id, "org_id": org_id}).all()
+    return [a for a, cc, _ in rows if cc], [a for a, _, follower in rows if follower]
 
 
 def main_contact(session: Session, org_id: int) -> Account | None:
