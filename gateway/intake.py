@@ -17,20 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
 from gateway import policy, screening
 from gateway.classify import classify
 from gateway.config import Settings
 from gateway.parsing import HeaderSummary, parse_headers
 from gateway.sender_auth import Resolver
-from storage import queries
-from storage.db import transaction
+from gateway.tokens import Signer
+from storage import groupcommit, queries
+from storage.db import reading, transaction
 from storage.models import Inbound
 
 log = logging.getLogger(__name__)
@@ -67,52 +69,87 @@ def receive(engine: Engine, settings: Settings, raw: bytes, envelope_from: str, 
             now: datetime, channel: str = "smtp", resolver: Resolver | None = None) -> IntakeResult:
     """Judge and store one delivered message; raises only when storage fails (the caller answers 451).
 
-    ``resolver`` answers the DNS lookups of DKIM verification (default: real DNS).
+    The judging reads without a transaction's write lock and the DKIM check runs outside
+    any transaction; only the insert takes the write lock, shared with the other
+    deliveries of the moment (``storage.groupcommit``). ``resolver`` answers the DNS
+    lookups of DKIM verification (default: real DNS).
     """
     headers = parse_headers(raw)
-    checks = screening.screen(engine, settings, raw, headers, resolver)   # limits, DKIM: no transaction open
     digest = content_hash(raw)
-    row = Inbound(received_at=now, channel=channel, envelope_from=envelope_from,
-                  envelope_to=json.dumps(list(recipients)), message_id=headers.message_id,
-                  from_addr=headers.from_addr, subject=headers.subject[:500], size=len(raw),
-                  content_sha256=digest)
-    with transaction(engine) as session:
-        decision = judge(session, settings, headers, envelope_from, channel, recipients=recipients, checks=checks)
-        row.reason_code, row.auth = decision.rule, checks.auth.to_json() if checks.auth else ""
-        if decision.verdict is policy.Verdict.REFUSE:
-            row.outcome, row.reason, row.processed_at = "refused", decision.reason, now
-            earlier = queries.earlier_refusal(session, headers.message_id, digest)
-            if earlier is not None:   # a retry by a sender that never heard our 550 (we died before answering)
-                row.outcome = "duplicate"
-                row.reason = f"duplicate of refused inbound #{earlier.id} (same Message-ID and content): {row.reason}"
-            session.add(row)
-            session.flush()
-            return IntakeResult("refused", decision.reason, row.id, decision.rule)
-        row.raw, row.dedupe_key = raw, dedupe_key(headers.message_id, digest)
-        original = queries.duplicate_of(session, row.dedupe_key)
-        if original is None:
-            held = decision.verdict is policy.Verdict.QUARANTINE
-            if held:   # kept for an admin: `postdesk inbound show|release ID`
-                row.outcome, row.reason, row.processed_at = "quarantined", decision.reason, now
-            session.add(row)
-            try:
-                session.flush()
-                return IntakeResult("accepted", decision.reason if held else "stored", row.id, decision.rule)
-            except IntegrityError:   # the same message committed by another process just now
-                session.rollback()
-                original = queries.duplicate_of(session, row.dedupe_key)
+    signer = _signer(engine, settings)
+    with reading(engine) as session:
+        person = queries.find_person(session, headers.from_addr)
+        facts = screening.edge_facts(session, settings, headers, recipients, None, signer)
+    checks = screening.screen(settings, raw, headers, person, resolver)   # limits, DKIM
+    decision = decide(settings, headers, envelope_from, channel, person, {**facts, "authentication": checks.auth},
+                      checks)
+    fields = {"received_at": now, "channel": channel, "envelope_from": envelope_from,
+              "envelope_to": json.dumps(list(recipients)), "message_id": headers.message_id,
+              "from_addr": headers.from_addr, "subject": headers.subject[:500], "size": len(raw),
+              "content_sha256": digest, "reason_code": decision.rule,
+              "auth": checks.auth.to_json() if checks.auth else ""}
+    if decision.verdict is policy.Verdict.REFUSE:
+        return groupcommit.shared(engine).run(lambda session: _store_refusal(session, fields, decision, now))
+    fields.update(raw=raw, dedupe_key=dedupe_key(headers.message_id, digest))
+    return groupcommit.shared(engine).run(lambda session: _store(session, fields, decision, now))
+
+
+def _store_refusal(session, fields: dict, decision: policy.Decision, now: datetime) -> IntakeResult:
+    row = Inbound(**fields, outcome="refused", reason=decision.reason, processed_at=now)
+    earlier = queries.earlier_refusal(session, row.message_id, row.content_sha256)
+    if earlier is not None:   # a retry by a sender that never heard our 550 (we died before answering)
+        row.outcome = "duplicate"
+        row.reason = f"duplicate of refused inbound #{earlier.id} (same Message-ID and content): {row.reason}"
+    session.add(row)
+    session.flush()
+    return IntakeResult("refused", decision.reason, row.id, decision.rule)
+
+
+def _store(session, fields: dict, decision: policy.Decision, now: datetime) -> IntakeResult:
+    """Insert the message, or record it as a duplicate of the one stored before.
+
+    Raises IntegrityError when another process stored the same message since the check;
+    the group commit then runs this again in a transaction of its own, which sees that row.
+    """
+    row = Inbound(**fields)
+    original = queries.duplicate_of(session, row.dedupe_key)
+    if original is not None:
         return _record_duplicate(session, row, original, now)
+    held = decision.verdict is policy.Verdict.QUARANTINE
+    if held:   # kept for an admin: `postdesk inbound show|release ID`
+        row.outcome, row.reason, row.processed_at = "quarantined", decision.reason, now
+    session.add(row)
+    session.flush()
+    return IntakeResult("accepted", decision.reason if held else "stored", row.id, decision.rule)
 
 
 def judge(session, settings: Settings, headers: HeaderSummary, envelope_from: str, channel: str, *,
           recipients: Sequence[str] = (), checks: screening.Screening | None = None) -> policy.Decision:
+    """The intake's verdict on a message, read through ``session``."""
+    person = queries.find_person(session, headers.from_addr)
+    facts = screening.edge_facts(session, settings, headers, recipients, checks)
+    return decide(settings, headers, envelope_from, channel, person, facts, checks)
+
+
+def decide(settings: Settings, headers: HeaderSummary, envelope_from: str, channel: str,
+           person: policy.Person | None, facts: dict, checks: screening.Screening | None) -> policy.Decision:
     if checks is not None and checks.hold is not None:   # over a limit, or a check failed
         return checks.hold
     classification = classify(headers, envelope_from if channel in ENVELOPE_CHANNELS else None)
-    person = queries.find_person(session, headers.from_addr)
     return policy.decide(policy.Author(headers.from_addr, headers.from_count, person, classification,
-                                       settings.desk.shared_local_parts,
-                                       **screening.edge_facts(session, settings, headers, recipients, checks)))
+                                       settings.desk.shared_local_parts, **facts))
+
+
+_SECRETS: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
+
+
+def _signer(engine: Engine, settings: Settings) -> Signer:
+    """The installation's signer; its secret, once read (or created), never changes."""
+    secret = os.environ.get(settings.security.secret_env, "").encode("utf-8") or _SECRETS.get(engine)
+    if not secret:
+        with transaction(engine) as session:
+            secret = _SECRETS[engine] = queries.signing_secret(session)
+    return Signer(secret)
 
 
 def _record_duplicate(session, row: Inbound, original: Inbound, now: datetime) -> IntakeResult:

@@ -24,7 +24,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from gateway import bounces, limits, loops, policy
@@ -34,7 +33,6 @@ from gateway.parsing import HeaderSummary, ParsedMessage
 from gateway.sender_auth import AuthResult, Resolver, authenticate
 from gateway.tokens import Signer
 from storage import queries
-from storage.db import reading
 from storage.models import Inbound
 
 log = logging.getLogger(__name__)
@@ -48,14 +46,14 @@ class Screening:
     auth: AuthResult | None = None
 
 
-def screen(engine: Engine, settings: Settings, raw: bytes, headers: HeaderSummary,
+def screen(settings: Settings, raw: bytes, headers: HeaderSummary, person: policy.Person | None,
            resolver: Resolver | None = None) -> Screening:
-    """Limits and sender authentication of one message.
+    """Limits and sender authentication of one message from ``person`` (as looked up by the caller).
 
-    Raises only when the database cannot be read (the caller answers 451); a failure of a
-    check itself becomes a ``check-failed`` hold.
+    Runs outside any transaction (DKIM asks DNS); a failure of a check itself becomes a
+    ``check-failed`` hold, never an exception.
     """
-    known = settings.auth.policy != "off" and _names_known_person(engine, headers.from_addr)
+    known = settings.auth.policy != "off" and person is not None and person.kind is not None
     try:
         hold = limits.hold(limits.violations(raw, settings.limits), settings.limits.action)
         auth = authenticate(raw, headers.headers, headers.from_addr, settings.auth, resolver) if known else None
@@ -66,14 +64,6 @@ def screen(engine: Engine, settings: Settings, raw: bytes, headers: HeaderSummar
                                          f"quarantined: the intake checks failed ({type(exc).__name__})"))
 
 
-def _names_known_person(engine: Engine, address: str | None) -> bool:
-    if not address:
-        return False
-    with reading(engine) as session:   # a read: it must not wait for the worker's write lock
-        person = queries.find_person(session, address)
-    return person is not None and person.kind is not None
-
-
 def signer_for(session: Session, settings: Settings) -> Signer:
     """The installation's signer, as ``service.build_runtime`` makes it."""
     secret = os.environ.get(settings.security.secret_env, "").encode("utf-8")
@@ -81,12 +71,12 @@ def signer_for(session: Session, settings: Settings) -> Signer:
 
 
 def edge_facts(session: Session, settings: Settings, headers: HeaderSummary, recipients: Iterable[str],
-               checks: Screening | None) -> dict:
-    """The issue-5 fields of ``policy.Author`` at intake."""
+               checks: Screening | None, signer: Signer | None = None) -> dict:
+    """The issue-5 fields of ``policy.Author`` at intake (reads only, when ``signer`` is given)."""
     support = settings.smtp.support_address
     return {
         "own_mail": loops.own_mail_reason(session, settings, headers.headers, headers.from_addr, headers.message_id),
-        "bounce_address": bounces.is_bounce_address(signer_for(session, settings), recipients, support),
+        "bounce_address": bounces.is_bounce_address(signer or signer_for(session, settings), recipients, support),
         "authentication": checks.auth if checks else None,
         "auth_action": settings.auth.policy,
     }
