@@ -45,13 +45,18 @@ class DeliveryError(Exception):
 # --- Maildir ------------------------------------------------------------------------
 
 
-def deliver_to_maildir(maildir: Path, key: str, raw: bytes) -> Path:
+def deliver_to_maildir(maildir: Path, key: str, raw: bytes, delivered: set[str] | None = None,
+                       sync_directory: bool = True) -> Path:
     """Store ``raw`` in ``maildir/new`` once per ``key``; return the message's path.
 
     Follows the Maildir protocol: write to ``tmp/``, fsync, rename into ``new/``, fsync
     the directory. If a message with this key is already in ``new/`` or ``cur/`` (a
     retry after a crash), nothing is written and its path is returned. Line ends are
     stored as LF, as Maildir readers expect.
+
+    A dispatcher delivering many mails passes ``delivered`` (``delivered_stems``, read
+    once) instead of a look at the folders for every mail, and ``sync_directory=False``
+    with one ``sync_maildir`` before it records the results.
 
     :raises DeliveryError: (temporary) the folder cannot be written.
     """
@@ -60,17 +65,39 @@ def deliver_to_maildir(maildir: Path, key: str, raw: bytes) -> Path:
     try:
         for sub in ("tmp", "new", "cur"):
             (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-        existing = _find_delivered(root, stem)
-        if existing is not None:
-            return existing
+        if delivered is None or stem in delivered:
+            existing = _find_delivered(root, stem)
+            if existing is not None:
+                return existing
         target = root / "new" / f"{stem}.{_safe_hostname()}"
         tmp = root / "tmp" / f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}"
         _write_synced(tmp, raw.replace(b"\r\n", b"\n"))
         os.rename(tmp, target)
-        _fsync_directory(root / "new")
+        if sync_directory:
+            _fsync_directory(root / "new")
         return target
     except OSError as exc:
         raise DeliveryError(f"cannot write to Maildir {root}: {exc}", permanent=False) from exc
+
+
+def delivered_stems(maildir: Path) -> set[str]:
+    """The keys (as ``maildir_key`` stems) of every message in ``new/`` and ``cur/``."""
+    stems = set()
+    for sub in ("new", "cur"):
+        try:
+            with os.scandir(Path(maildir) / sub) as entries:
+                stems.update(entry.name.partition(".")[0] for entry in entries)
+        except FileNotFoundError:
+            continue
+    return stems
+
+
+def sync_maildir(maildir: Path) -> None:
+    """Make the renames into ``new/`` durable (after ``deliver_to_maildir(..., sync_directory=False)``)."""
+    try:
+        _fsync_directory(Path(maildir) / "new")
+    except OSError as exc:
+        raise DeliveryError(f"cannot sync Maildir {maildir}: {exc}", permanent=False) from exc
 
 
 def maildir_key(key: str) -> str:
