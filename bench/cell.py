@@ -127,7 +127,8 @@ def _run_bare(plan: CellPlan, folder: Path, children: procs.Children, result: Ce
 
 def _run_postdesk(plan: CellPlan, folder: Path, url: str, children: procs.Children, result: CellResult) -> None:
     port = procs.free_port()
-    config = desk.write_config(folder, url, port, plan.max_message_bytes)
+    config = desk.write_config(folder, url, port, plan.max_message_bytes,
+                               worker="thread" if plan.profile_dir is not None else "process")
     desk.run_cli(config, "init")
     result.notes.append(desk.populate(config, plan.corpus.directory, plan.existing))
     log = folder / "server.log"

@@ -27,14 +27,18 @@ CHUNK_ROWS = 5_000
 PREFILL_CHANNEL = "prefill"               # the archive rows of existing tickets, told apart from the run's mail
 
 
-def write_config(folder: Path, db_url: str, port: int, max_message_bytes: int) -> Path:
-    """The cell's ``postdesk.toml``; keys of sections this gateway version lacks are left out."""
+def write_config(folder: Path, db_url: str, port: int, max_message_bytes: int, worker: str = "process") -> Path:
+    """The cell's ``postdesk.toml``; keys of sections this gateway version lacks are left out.
+
+    ``worker = "thread"`` for the profiler, which sees the threads of one process only."""
     lines = [
         "[database]", f'url = "{db_url}"', "",
         "[smtp]", 'host = "127.0.0.1"', f"port = {port}", f'support_address = "{SUPPORT}"',
         f"max_message_bytes = {max_message_bytes}", "",
         "[outbound]", 'maildir = "outbox"', "",
     ]
+    if _has_key("desk", "worker"):
+        lines += ["[desk]", f'worker = "{worker}"', ""]
     if _has_key("auth", "trusted_authserv_ids"):
         lines += ["[auth]", f'trusted_authserv_ids = ["{AUTHSERV_ID}"]', ""]
     path = folder / "postdesk.toml"

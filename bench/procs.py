@@ -75,45 +75,65 @@ def wait_smtp_ready(port: int, proc: subprocess.Popen, log_path: Path, timeout_s
     raise RuntimeError(f"server on port {port} not ready after {timeout_seconds:.0f} s:\n{tail(log_path)}")
 
 
+def _tree(pid: int) -> list[psutil.Process]:
+    """The process and its children (``serve`` runs its worker in a child process)."""
+    try:
+        process = psutil.Process(pid)
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def wait_idle(pid: int, timeout_seconds: float = 30.0, busy_percent: float = 5.0) -> float:
-    """Until process ``pid`` uses less than ``busy_percent`` of a core over 0.25 s; returns the seconds waited."""
-    process = psutil.Process(pid)
+    """Until process ``pid`` and its children use less than ``busy_percent`` of a core over 0.25 s;
+    returns the seconds waited."""
     started = time.monotonic()
-    process.cpu_percent(None)
+    tree = _tree(pid)
+    for process in tree:
+        process.cpu_percent(None)
     while time.monotonic() - started < timeout_seconds:
         time.sleep(0.25)
-        if process.cpu_percent(None) < busy_percent:
+        if sum(_quietly(lambda p=p: p.cpu_percent(None), 0.0) for p in tree) < busy_percent:
             break
     return time.monotonic() - started
 
 
 def peak_rss_bytes(pid: int) -> int | None:
-    """The process's high-water mark of resident memory (Linux ``VmHWM``), else its current RSS."""
+    """The sum of the high-water marks of resident memory (Linux ``VmHWM``) of the process and its
+    children: an upper bound of their peak together."""
+    total = 0
+    for process in _tree(pid):
+        total += _vm_hwm(process.pid) or _quietly(lambda p=process: p.memory_info().rss, 0)
+    return total or None
+
+
+def _vm_hwm(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except psutil.Error:
-        return None
+    return None
 
 
 def rss_bytes(pid: int) -> int | None:
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except psutil.Error:
-        return None
+    return sum(_quietly(lambda p=p: p.memory_info().rss, 0) for p in _tree(pid)) or None
 
 
 def cpu_seconds(pid: int) -> float | None:
-    try:
-        times = psutil.Process(pid).cpu_times()
-        return times.user + times.system
-    except psutil.Error:
+    tree = _tree(pid)
+    if not tree:
         return None
+    return sum(_quietly(lambda p=p: p.cpu_times().user + p.cpu_times().system, 0.0) for p in tree)
+
+
+def _quietly(read, default):
+    """``read()``, or ``default`` when the process has gone meanwhile."""
+    try:
+        return read()
+    except psutil.Error:
+        return default
 
 
 def tail(path: Path, lines: int = 30) -> str:

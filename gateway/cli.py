@@ -195,7 +195,7 @@ def cmd_init(args) -> int:
 def cmd_serve(args) -> int:
     from gateway.service import serve
     runtime = _runtime(args)
-    asyncio.run(serve(runtime))
+    asyncio.run(serve(runtime, worker=runtime.settings.desk.worker))
     return 0
 
 

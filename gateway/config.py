@@ -96,6 +96,7 @@ class DeskConfig:
         "no-reply", "postmaster", "webmaster", "hostmaster", "abuse", "mailer-daemon",
         "newsletter", "vertrieb", "verwaltung", "zentrale", "empfang", "helpdesk",
     )
+    worker: str = "process"                # `serve` runs the worker in a child process, or in a "thread"
     worker_poll_seconds: float = 1.0
     tick_interval_seconds: float = 60.0
     parent_wait_seconds: float = 2.0       # a reply naming only messages not received yet waits for them (0: never)
@@ -293,6 +294,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"[outbound] transport must be \"maildir\" or \"smtp\", not {settings.outbound.transport!r}")
     if settings.desk.default_locale not in ("de", "en"):
         raise ConfigError("[desk] default_locale must be \"de\" or \"en\"")
+    if settings.desk.worker not in ("process", "thread"):
+        raise ConfigError(f"[desk] worker must be \"process\" or \"thread\", not {settings.desk.worker!r}")
     address = settings.smtp.support_address
     if address.count("@") != 1 or "+" in address.partition("@")[0]:
         raise ConfigError(f"[smtp] support_address must be a plain address like support@example.com, not {address!r}")

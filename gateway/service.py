@@ -1,9 +1,13 @@
 """Running Postdesk: build the shared pieces, and the ``serve`` loop.
 
-``serve`` runs the SMTP listener on the event loop and one background thread
-that processes stored messages, delivers the outbox and fires timers. The
-listener wakes the thread after every stored message, so mail shows up on its
-ticket at once under light load. With ``[lmtp] enabled`` an LMTP listener runs
+``serve`` runs the SMTP listener on the event loop, and the background work
+(process stored messages, deliver the outbox, fire timers) in a child process of
+its own (``[desk] worker = "process"``, the default of ``postdesk serve``: the
+listener and the worker then use a core each instead of sharing one interpreter
+lock) or in a thread beside the listener (``"thread"``). The listener wakes the
+worker after every stored message, so mail shows up on its ticket at once under
+light load. The child stops when asked, when ``serve`` is gone, and is started
+again when it died. With ``[lmtp] enabled`` an LMTP listener runs
 beside it on the same loop, and with ``[imap] username`` set the IMAP poller runs
 in a thread of its own (``imap_poller.PollerThread``). SIGTERM or Ctrl-C: stop
 listening, let the messages in hand finish (within ``[smtp] shutdown_grace_seconds``,
@@ -13,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +39,7 @@ from gateway.timers import run_due
 from gateway.tokens import Signer
 from gateway.worker import process_pending
 from storage import queries
-from storage.db import create_schema, make_engine, transaction
+from storage.db import create_schema, make_engine, share_urgency, transaction
 from storage.templates import DatabaseOverrides
 
 log = logging.getLogger(__name__)
@@ -65,11 +71,12 @@ def build_runtime(settings: Settings, clock: Clock | None = None, create: bool =
 class BackgroundWork:
     """Worker, dispatcher and timers in one thread, woken by the listener."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, wake=None, stopping=None, parent_pid: int | None = None) -> None:
         self.runtime = runtime
-        self.wake = threading.Event()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="postdesk-worker", daemon=True)
+        self.wake = wake or threading.Event()
+        self.stopping = stopping or threading.Event()
+        self.parent_pid = parent_pid   # in a child process: stop when this process is gone
+        self.thread = threading.Thread(target=self.run, name="postdesk-worker", daemon=True)
         self._next_tick = 0.0
 
     def start(self) -> None:
@@ -79,6 +86,9 @@ class BackgroundWork:
         self.stopping.set()
         self.wake.set()
         self.thread.join(timeout=60)
+
+    def check(self) -> None:
+        """Nothing to supervise in a thread: an error ends a pass, never the loop."""
 
     def one_pass(self) -> None:
         rt = self.runtime
@@ -90,8 +100,8 @@ class BackgroundWork:
             self._next_tick = time.monotonic() + rt.settings.desk.tick_interval_seconds
         send_due(rt.engine, rt.settings, rt.clock.now())
 
-    def _run(self) -> None:
-        while not self.stopping.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set() and not self._orphaned():
             self.wake.clear()
             try:
                 self.one_pass()
@@ -99,16 +109,78 @@ class BackgroundWork:
                 log.exception("background pass failed; retrying")
                 self.stopping.wait(5)
             self.wake.wait(self.runtime.settings.desk.worker_poll_seconds)
+        if not self.stopping.is_set():   # orphaned: the next serve's worker takes over
+            return
         try:
             self.one_pass()
         except Exception:  # noqa: BLE001
             log.exception("final pass failed")
 
+    def _orphaned(self) -> bool:
+        if self.parent_pid is None or os.getppid() == self.parent_pid:
+            return False
+        log.warning("serve (pid %s) is gone; the worker stops", self.parent_pid)
+        return True
+
+
+class BackgroundProcess:
+    """The same work in a child process, started again when it dies."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._context = multiprocessing.get_context("spawn")   # no fork of a process with threads and sockets
+        self.wake = self._context.Event()
+        self.stopping = self._context.Event()
+        self.urgent = self._context.Value("i", 0)   # a front door waits for SQLite's lock (storage/db.py)
+        share_urgency(runtime.engine, self.urgent)
+        self.process = None
+
+    def start(self) -> None:
+        self.process = self._context.Process(
+            target=_background_main, name="postdesk-worker", daemon=False,
+            args=(self.runtime.settings, os.getpid(), self.wake, self.stopping, self.urgent,
+                  logging.getLogger().level))
+        self.process.start()
+        log.info("worker process %s started", self.process.pid)
+
+    def check(self) -> None:
+        if self.process is not None and not self.process.is_alive() and not self.stopping.is_set():
+            log.error("worker process %s ended (exit code %s); starting it again", self.process.pid,
+                      self.process.exitcode)
+            self.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        if self.process is None:
+            return
+        self.process.join(timeout=60)
+        if self.process.is_alive():
+            log.error("worker process %s did not stop within 60 s; killed", self.process.pid)
+            self.process.kill()
+            self.process.join()
+
+
+def _background_main(settings: Settings, parent_pid: int, wake, stopping, urgent, log_level: int) -> None:
+    """Entry of the worker process: a ``BackgroundWork`` loop in the main thread."""
+    logging.basicConfig(level=log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+
+    def finish(*_) -> None:   # SIGTERM/Ctrl-C reach the whole process group: finish the message in hand
+        stopping.set()
+        wake.set()
+
+    signal.signal(signal.SIGTERM, finish)
+    signal.signal(signal.SIGINT, finish)
+    runtime = build_runtime(settings, create=False)
+    share_urgency(runtime.engine, urgent)
+    BackgroundWork(runtime, wake, stopping, parent_pid).run()
+
 
 async def serve(runtime: Runtime, ready: threading.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, worker: str = "thread") -> None:
     settings = runtime.settings
-    background = BackgroundWork(runtime)
+    background = BackgroundProcess(runtime) if worker == "process" else BackgroundWork(runtime)
     handler = GatewayHandler(runtime.engine, settings, runtime.clock, on_stored=background.wake.set,
                              resolver=runtime.deps.resolver)
     loop = asyncio.get_running_loop()
@@ -128,7 +200,11 @@ async def serve(runtime: Runtime, ready: threading.Event | None = None,
              settings.smtp.support_address)
     if ready is not None:
         ready.set()
-    await stop.wait()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        except asyncio.TimeoutError:
+            background.check()
     log.info("shutting down: finishing messages in hand")
     server.close()
     if lmtp_server is not None:

@@ -122,3 +122,89 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path):
     result = subprocess.run([sys.executable, "-m", "gateway", "ticket", "list", "--config", str(bad)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "unknown key 'prot' in [smtp]" in result.stderr
+
+
+def worker_children(pid: int) -> list[int]:
+    """The worker processes `serve` started (beside multiprocessing's resource tracker)."""
+    try:
+        text = open(f"/proc/{pid}/task/{pid}/children").read()
+    except OSError:
+        return []
+    return [int(child) for child in text.split() if "spawn_main" in _cmdline(int(child))]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def send_smtp(port: int, sender: str, subject: str) -> None:
+    import smtplib
+    from email.message import EmailMessage
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, SUPPORT, subject
+    message.set_content("The nightly export stopped with an error.")
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        smtp.send_message(message)
+
+
+def test_serve_runs_the_worker_in_a_child_and_starts_it_again_when_it_dies(served):
+    config, port, proc = served
+    first = wait_for(lambda: worker_children(proc.pid))
+    assert len(first) == 1
+    os.kill(first[0], signal.SIGKILL)
+    second = wait_for(lambda: [pid for pid in worker_children(proc.pid) if pid != first[0]], timeout=15)
+    assert len(second) == 1
+    send_smtp(port, "alice@acme.example", "Export fails after the worker died")
+    ticket = wait_for(lambda: (r := postdesk(config, "ticket", "show", "1", "--json", check=False)).returncode == 0
+                      and json.loads(r.stdout), timeout=20)
+    assert ticket["subject"] == "Export fails after the worker died"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    wait_for(lambda: not alive(second[0]), timeout=10)
+
+
+def test_worker_child_stops_when_serve_is_killed(served):
+    config, port, proc = served
+    child = wait_for(lambda: worker_children(proc.pid))[0]
+    proc.kill()
+    proc.wait(timeout=10)
+    wait_for(lambda: not alive(child), timeout=15)
+    send_smtp_refused = None
+    try:
+        send_smtp(port, "alice@acme.example", "Nobody listens")
+    except OSError as exc:
+        send_smtp_refused = exc
+    assert send_smtp_refused is not None   # nothing answers any more: no half-alive gateway left
+
+
+def test_worker_thread_mode_processes_mail_without_a_child(tmp_path):
+    config = write_config(tmp_path, extra='worker = "thread"')
+    port = int([line for line in config.read_text().splitlines() if line.startswith("port")][0].split("=")[1])
+    postdesk(config, "init")
+    postdesk(config, "org", "add", "ACME", "--package", "bronze", "--main-contact", "alice@acme.example")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port)
+        send_smtp(port, "alice@acme.example", "Export fails in thread mode")
+        ticket = wait_for(lambda: (r := postdesk(config, "ticket", "show", "1", "--json", check=False))
+                          .returncode == 0 and json.loads(r.stdout))
+        assert ticket["subject"] == "Export fails in thread mode"
+        assert worker_children(proc.pid) == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
