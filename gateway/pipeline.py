@@ -3,6 +3,9 @@
 ``process_one`` runs inside the worker's transaction for one inbound row and
 returns the outcome to record; it sends nothing (notifications go to the
 outbox in the same transaction) and reads no clock (``now`` is passed in).
+What depends on the stored bytes alone (``prepare``: trimming, parsing,
+classifying) may be done before that transaction, so the worker holds the
+database's write lock for less time.
 """
 from __future__ import annotations
 
@@ -36,16 +39,33 @@ class Outcome:
     missing: tuple[str, ...] = ()   # Message-IDs it names that nobody had stored (gateway/arrival.py)
 
 
-def process_one(session: Session, inbound: Inbound, deps: Deps, now) -> Outcome:
-    outcome = _process(session, inbound, deps, now)
+@dataclass(frozen=True)
+class Prepared:
+    """The work on one stored message that needs no database."""
+
+    raw: bytes                        # the message as stored
+    parsed: ParsedMessage             # of the message with the parts past [limits] dropped
+    dropped: list[str]
+    classification: Classification
+
+
+def prepare(raw: bytes, envelope_from: str, channel: str, deps: Deps) -> Prepared:
+    trimmed, dropped = limits.trimmed(raw, deps.settings.limits)   # parts past [limits] dropped
+    parsed = parse_message(trimmed)
+    classification = classify(parsed, envelope_from if channel in ENVELOPE_CHANNELS else None)
+    return Prepared(raw, parsed, dropped, classification)
+
+
+def process_one(session: Session, inbound: Inbound, deps: Deps, now, prepared: Prepared | None = None) -> Outcome:
+    if prepared is None or prepared.raw != (inbound.raw or b""):
+        prepared = prepare(inbound.raw or b"", inbound.envelope_from, inbound.channel, deps)
+    outcome = _process(session, inbound, deps, now, prepared)
     arrival.settle(session, inbound, outcome.outcome, outcome.ticket, outcome.missing, now)
     return outcome
 
 
-def _process(session: Session, inbound: Inbound, deps: Deps, now) -> Outcome:
-    raw, dropped = limits.trimmed(inbound.raw or b"", deps.settings.limits)   # parts past [limits] dropped
-    parsed = parse_message(raw)
-    classification = classify(parsed, inbound.envelope_from if inbound.channel in ENVELOPE_CHANNELS else None)
+def _process(session: Session, inbound: Inbound, deps: Deps, now, prepared: Prepared) -> Outcome:
+    parsed, dropped, classification = prepared.parsed, prepared.dropped, prepared.classification
     early = screening.early_outcome(session, deps.settings, deps.signer, inbound, inbound.raw or b"", parsed,
                                     classification, now)
     if early is not None:   # held (limits) or a delivery report (matched to our outbox, never a ticket)

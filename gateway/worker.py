@@ -14,12 +14,13 @@ import traceback
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 from gateway.clock import Clock
 from gateway.mailer import Deps
-from gateway.pipeline import Outcome, process_one
+from gateway.pipeline import Outcome, Prepared, prepare, process_one
 from storage import queries
-from storage.db import let_front_doors_go, transaction
+from storage.db import let_front_doors_go, reading, transaction
 from storage.models import Inbound
 
 log = logging.getLogger(__name__)
@@ -31,18 +32,31 @@ def process_pending(engine: Engine, deps: Deps, clock: Clock, limit: int = 100) 
         ids = queries.pending_inbound_ids(session, limit)
     handled = 0
     for inbound_id in ids:
+        prepared = _prepare(engine, deps, inbound_id)   # parsing needs no lock
         let_front_doors_go(engine)   # SQLite: a sender waiting for its 250 writes first
-        handled += process_inbound(engine, deps, inbound_id, clock.now())
+        handled += process_inbound(engine, deps, inbound_id, clock.now(), prepared)
     return handled
 
 
-def process_inbound(engine: Engine, deps: Deps, inbound_id: int, now: datetime) -> int:
+def _prepare(engine: Engine, deps: Deps, inbound_id: int) -> Prepared | None:
+    """The database-free part of processing, before the transaction; None leaves it all to the transaction."""
+    try:
+        with reading(engine) as session:
+            row = session.exec(select(Inbound.raw, Inbound.envelope_from, Inbound.channel)
+                               .where(Inbound.id == inbound_id, Inbound.outcome == "pending")).first()
+        return prepare(row[0] or b"", row[1], row[2], deps) if row is not None else None
+    except Exception:  # noqa: BLE001 - the transaction does it again and quarantines what fails
+        return None
+
+
+def process_inbound(engine: Engine, deps: Deps, inbound_id: int, now: datetime,
+                    prepared: Prepared | None = None) -> int:
     try:
         with transaction(engine) as session:
             inbound = queries.claim_inbound(session, inbound_id)
             if inbound is None:
                 return 0
-            outcome = process_one(session, inbound, deps, now)
+            outcome = process_one(session, inbound, deps, now, prepared)
             _finish(inbound, outcome, now)
             session.add(inbound)
         log.info("inbound %s %s: %s", inbound_id, _mid(inbound), f"{outcome.outcome}: {outcome.reason}")
