@@ -2,8 +2,9 @@
 
 Postdesk: a fresh installation (``desk``), ``postdesk serve`` as its own process,
 wait until it is idle, drive the corpus, then poll the inbound table read-only
-until no message is ``pending`` (the sustained intake: accepted *and* processed,
-notifications queued, because they commit with the outcome), read the peak RSS,
+until no message is ``pending`` or waiting for its parent (the sustained intake:
+accepted *and* processed, notifications queued, because they commit with the
+outcome), read the peak RSS,
 stop the server with SIGTERM, check threading. The bare aiosmtpd server gets the
 same client, corpus and concurrency; its pass is short, so it runs three times and
 the median counts.
@@ -69,6 +70,7 @@ class CellPlan:
     max_message_bytes: int
     time_limit_seconds: float
     profile_dir: Path | None = None
+    workers: int = 1                  # [desk] workers of the Postdesk cells
 
 
 def run_cell(plan: CellPlan, work: Path, children: procs.Children, cluster: procs.PostgresCluster | None,
@@ -128,7 +130,7 @@ def _run_bare(plan: CellPlan, folder: Path, children: procs.Children, result: Ce
 def _run_postdesk(plan: CellPlan, folder: Path, url: str, children: procs.Children, result: CellResult) -> None:
     port = procs.free_port()
     config = desk.write_config(folder, url, port, plan.max_message_bytes,
-                               worker="thread" if plan.profile_dir is not None else "process")
+                               worker="thread" if plan.profile_dir is not None else "process", workers=plan.workers)
     desk.run_cli(config, "init")
     result.notes.append(desk.populate(config, plan.corpus.directory, plan.existing))
     log = folder / "server.log"
@@ -194,6 +196,10 @@ def _percentile(values: list[float], pct: float) -> float:
     return values[int(rank) - 1]
 
 
+# Not processed yet: queued, or a reply waiting for the message it answers (gateway/arrival.py).
+_UNFINISHED = "outcome IN ('pending', 'deferred')"
+
+
 class _Watcher:
     """Read-only view of the inbound rows of the run (those after the prefilled ones) while the gateway runs.
 
@@ -209,12 +215,12 @@ class _Watcher:
 
     def pending(self) -> int:
         with self.engine.connect() as connection:
-            return connection.execute(text("SELECT count(*) FROM inbound WHERE id > :after AND outcome = 'pending'"),
+            return connection.execute(text(f"SELECT count(*) FROM inbound WHERE id > :after AND {_UNFINISHED}"),
                                       {"after": self.after}).scalar_one()
 
     def wait_drained(self, accepted: int, deadline: float) -> float | None:
         """``time.time()`` when every accepted message had left ``pending``; None at the deadline."""
-        query = text("SELECT count(*), sum(CASE WHEN outcome = 'pending' THEN 1 ELSE 0 END) FROM inbound "
+        query = text(f"SELECT count(*), sum(CASE WHEN {_UNFINISHED} THEN 1 ELSE 0 END) FROM inbound "
                      "WHERE id > :after")
         while time.monotonic() < deadline:
             with self.engine.connect() as connection:

@@ -27,7 +27,8 @@ CHUNK_ROWS = 5_000
 PREFILL_CHANNEL = "prefill"               # the archive rows of existing tickets, told apart from the run's mail
 
 
-def write_config(folder: Path, db_url: str, port: int, max_message_bytes: int, worker: str = "process") -> Path:
+def write_config(folder: Path, db_url: str, port: int, max_message_bytes: int, worker: str = "process",
+                 workers: int = 1) -> Path:
     """The cell's ``postdesk.toml``; keys of sections this gateway version lacks are left out.
 
     ``worker = "thread"`` for the profiler, which sees the threads of one process only."""
@@ -38,7 +39,7 @@ def write_config(folder: Path, db_url: str, port: int, max_message_bytes: int, w
         "[outbound]", 'maildir = "outbox"', "",
     ]
     if _has_key("desk", "worker"):
-        lines += ["[desk]", f'worker = "{worker}"', ""]
+        lines += ["[desk]", f'worker = "{worker}"', *([f"workers = {workers}"] if workers != 1 else []), ""]
     if _has_key("auth", "trusted_authserv_ids"):
         lines += ["[auth]", f'trusted_authserv_ids = ["{AUTHSERV_ID}"]', ""]
     path = folder / "postdesk.toml"

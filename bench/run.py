@@ -55,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-message-bytes", type=int, default=26_214_400,
                         help="SIZE limit of both servers, as [smtp] max_message_bytes (25 MiB)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of serve, [desk] workers (1)")
     parser.add_argument("--time-limit", type=float, help="seconds per cell for sending and for processing")
     parser.add_argument("--profile", action="store_true", help="profile Postdesk (cProfile) instead of the matrix")
     parser.add_argument("--keep", action="store_true", help="keep the databases, configs and logs of every cell")
@@ -76,7 +77,7 @@ def plan_cells(args, corpus_small, corpus_large, profile_root: Path | None) -> l
 
     def plan(server, db, existing, concurrency, corpus, profile_dir=None):
         return CellPlan(server, db, existing, concurrency, corpus, args.max_message_bytes, args.time_limit,
-                        profile_dir)
+                        profile_dir, args.workers)
 
     if profile_root is not None:
         cells.append((plan("bare", "-", args.existing, args.ingest_concurrency, corpus_small), {}))
@@ -158,8 +159,9 @@ def _start_postgres(work: Path, info: dict, args) -> PostgresCluster | None:
 
 def _finish(args, info: dict, profile_root: Path | None) -> None:
     results = info["results"]
+    workers = f", {args.workers} worker processes" if args.workers != 1 else ""
     title = (f"Postdesk benchmark, {info['corpus']['messages']} messages per cell, {args.existing:,} existing tickets"
-             f" — {info['machine']['cores']} cores, {info['machine']['cpu']}, load average {os.getloadavg()[0]:.1f}")
+             f"{workers} — {info['machine']['cores']} cores, {info['machine']['cpu']}, load average {os.getloadavg()[0]:.1f}")
     text = [title, f"{info['load_before']}; at the end: {info['load_after'].split(': ', 1)[1]}", "",
             report.matrix_table(results)]
     if profile_root is None:

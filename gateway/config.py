@@ -97,6 +97,7 @@ class DeskConfig:
         "newsletter", "vertrieb", "verwaltung", "zentrale", "empfang", "helpdesk",
     )
     worker: str = "process"                # `serve` runs the worker in a child process, or in a "thread"
+    workers: int = 1                       # worker processes (worker = "process"); more pay on PostgreSQL
     worker_poll_seconds: float = 1.0
     tick_interval_seconds: float = 60.0
     parent_wait_seconds: float = 2.0       # a reply naming only messages not received yet waits for them (0: never)
@@ -296,6 +297,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("[desk] default_locale must be \"de\" or \"en\"")
     if settings.desk.worker not in ("process", "thread"):
         raise ConfigError(f"[desk] worker must be \"process\" or \"thread\", not {settings.desk.worker!r}")
+    if settings.desk.workers < 1:
+        raise ConfigError(f"[desk] workers must be at least 1, not {settings.desk.workers}")
     address = settings.smtp.support_address
     if address.count("@") != 1 or "+" in address.partition("@")[0]:
         raise ConfigError(f"[smtp] support_address must be a plain address like support@example.com, not {address!r}")

@@ -124,7 +124,7 @@ class BackgroundWork:
 
 
 class BackgroundProcess:
-    """The same work in a child process, started again when it dies."""
+    """The same work in ``[desk] workers`` child processes, each started again when it dies."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -133,32 +133,38 @@ class BackgroundProcess:
         self.stopping = self._context.Event()
         self.urgent = self._context.Value("i", 0)   # a front door waits for SQLite's lock (storage/db.py)
         share_urgency(runtime.engine, self.urgent)
-        self.process = None
+        self.processes: list = []
 
     def start(self) -> None:
-        self.process = self._context.Process(
+        self.processes = [self._spawn() for _ in range(self.runtime.settings.desk.workers)]
+
+    def _spawn(self):
+        process = self._context.Process(
             target=_background_main, name="postdesk-worker", daemon=False,
             args=(self.runtime.settings, os.getpid(), self.wake, self.stopping, self.urgent,
                   logging.getLogger().level))
-        self.process.start()
-        log.info("worker process %s started", self.process.pid)
+        process.start()
+        log.info("worker process %s started", process.pid)
+        return process
 
     def check(self) -> None:
-        if self.process is not None and not self.process.is_alive() and not self.stopping.is_set():
-            log.error("worker process %s ended (exit code %s); starting it again", self.process.pid,
-                      self.process.exitcode)
-            self.start()
+        if self.stopping.is_set():
+            return
+        for index, process in enumerate(self.processes):
+            if not process.is_alive():
+                log.error("worker process %s ended (exit code %s); starting it again", process.pid,
+                          process.exitcode)
+                self.processes[index] = self._spawn()
 
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
-        if self.process is None:
-            return
-        self.process.join(timeout=60)
-        if self.process.is_alive():
-            log.error("worker process %s did not stop within 60 s; killed", self.process.pid)
-            self.process.kill()
-            self.process.join()
+        for process in self.processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                log.error("worker process %s did not stop within 60 s; killed", process.pid)
+                process.kill()
+                process.join()
 
 
 def _background_main(settings: Settings, parent_pid: int, wake, stopping, urgent, log_level: int) -> None:

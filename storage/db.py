@@ -3,8 +3,9 @@
 SQLite is the default; PostgreSQL works through the URL alone. SQLite runs in
 WAL mode with a busy timeout so the SMTP listener, the worker and the CLI can
 share one file. SQLite has one writer: threads of one process take turns on a
-lock of the engine before they ask SQLite (whose own waiting sleeps in steps of
-up to 100 ms); other processes still wait through the busy timeout.
+lock of the engine before they ask SQLite, and a write transaction asks for the
+file's lock every few hundred microseconds up to the busy timeout, instead of
+SQLite's own waiting in sleeps of up to 100 ms (see ``_WriterTurn``).
 """
 from __future__ import annotations
 

@@ -142,3 +142,43 @@ def test_two_dispatchers_send_each_queued_mail_once(tmp_path, pg_cluster):
         assert {q["status"] for q in json.loads(postdesk(config, "outbox", "list", "--json"))} == {"sent"}
     finally:
         relay.stop()
+
+
+def test_three_worker_processes_process_each_message_once_and_thread_replies(tmp_path, pg_cluster):
+    import smtplib
+    from tests.test_serve_process import worker_children
+    config = write_config(tmp_path, db_url=pg_cluster.new_database(), extra="workers = 3")
+    port = int(next(line for line in config.read_text().splitlines() if line.startswith("port")).split("=")[1])
+    postdesk(config, "init")
+    postdesk(config, "org", "add", "ACME", "--package", "gold", "--main-contact", "alice@acme.example")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port)
+        deadline = time.monotonic() + 20
+        while len(worker_children(proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(worker_children(proc.pid)) == 3
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            for i in range(12):   # each new ticket followed at once by a reply naming it
+                first = mail("alice@acme.example", f"Case {i}", f"Problem {i}", message_id=f"<case{i}@acme.example>")
+                reply = mail("alice@acme.example", f"Re: Case {i}", f"More on {i}",
+                             in_reply_to=f"<case{i}@acme.example>", references=f"<case{i}@acme.example>",
+                             message_id=f"<more{i}@acme.example>")
+                smtp.send_message(first)
+                smtp.send_message(reply)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            inbound = json.loads(postdesk(config, "inbound", "list", "--json"))
+            if len(inbound) == 24 and all(r["outcome"] != "pending" for r in inbound):
+                break
+            time.sleep(0.3)
+        by_id = {r["message_id"]: r for r in inbound}
+        assert sorted(r["outcome"] for r in inbound) == ["reply"] * 12 + ["ticket_created"] * 12
+        for i in range(12):
+            assert by_id[f"<more{i}@acme.example>"]["ticket"] == by_id[f"<case{i}@acme.example>"]["ticket"]
+        tickets = json.loads(postdesk(config, "ticket", "list", "--json"))
+        assert len(tickets) == 12
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0, proc.stderr.read().decode()[-2000:]
