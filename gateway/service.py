@@ -178,7 +178,15 @@ def _background_main(settings: Settings, parent_pid: int, wake, stopping, urgent
 
     signal.signal(signal.SIGTERM, finish)
     signal.signal(signal.SIGINT, finish)
-    runtime = build_runtime(settings, create=False)
+    runtime = None
+    while runtime is None:   # asked to stop during start-up: start anyway, for the final pass
+        try:   # reads the signing secret: a database that is down makes it wait here, not die and respawn
+            runtime = build_runtime(settings, create=False)
+        except Exception:  # noqa: BLE001
+            if stopping.is_set() or os.getppid() != parent_pid:
+                return
+            log.exception("the worker cannot start; retrying in 5 s")
+            stopping.wait(5)
     share_urgency(runtime.engine, urgent)
     BackgroundWork(runtime, wake, stopping, parent_pid).run()
 

@@ -53,6 +53,10 @@ class Cluster:
             shutil.chown(self.sockets, "postgres")
         subprocess.run(_as_postgres([_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                                      "--no-sync", "-E", "UTF8"]), check=True, capture_output=True)
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server of an existing cluster (again, after ``stop``)."""
         options = (f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-t", "60",

@@ -182,3 +182,44 @@ def test_three_worker_processes_process_each_message_once_and_thread_replies(tmp
     finally:
         proc.terminate()
         assert proc.wait(60) == 0, proc.stderr.read().decode()[-2000:]
+
+
+def test_a_worker_started_while_the_database_is_down_waits_for_it_instead_of_dying(tmp_path, pg_cluster):
+    import os
+    import signal
+    import smtplib
+    from tests.test_serve_process import worker_children
+    config = write_config(tmp_path, db_url=pg_cluster.new_database())
+    port = int(next(line for line in config.read_text().splitlines() if line.startswith("port")).split("=")[1])
+    postdesk(config, "init")
+    postdesk(config, "org", "add", "ACME", "--package", "gold", "--main-contact", "alice@acme.example")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port)
+        deadline = time.monotonic() + 20
+        while not worker_children(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = worker_children(proc.pid)
+        pg_cluster.stop()
+        try:
+            os.kill(first[0], signal.SIGKILL)
+            time.sleep(2.5)
+            started = worker_children(proc.pid)
+            time.sleep(2.5)
+            assert worker_children(proc.pid) == started and len(started) == 1   # one worker, waiting, not respawned
+            assert started != first
+        finally:
+            pg_cluster.resume()
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            smtp.send_message(mail("alice@acme.example", "Back again", "The database is back."))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            tickets = json.loads(postdesk(config, "ticket", "list", "--json"))
+            if tickets:
+                break
+            time.sleep(0.3)
+        assert [t["subject"] for t in tickets] == ["Back again"]
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0, proc.stderr.read().decode()[-2000:]
