@@ -5,6 +5,9 @@ A private cluster (tests/pg.py) on a loopback port; gateways are real
 must create one ticket, and two dispatchers must send each queued mail once.
 """
 import json
+import os
+import signal
+import smtplib
 import subprocess
 import sys
 import threading
@@ -17,7 +20,7 @@ from aiosmtpd.controller import Controller
 from gateway.clock import FixedClock
 from tests.conftest import SUPPORT, _running_desk, free_port, mail, write_config
 from tests.pg import pg_cluster  # noqa: F401  (fixture)
-from tests.test_serve_process import wait_port
+from tests.test_serve_process import log_tail, serve_process, wait_port, worker_children
 
 
 def postdesk(config, *args):
@@ -145,16 +148,7 @@ def test_two_dispatchers_send_each_queued_mail_once(tmp_path, pg_cluster):
 
 
 def test_three_worker_processes_process_each_message_once_and_thread_replies(tmp_path, pg_cluster):
-    import smtplib
-    from tests.test_serve_process import worker_children
-    config = write_config(tmp_path, db_url=pg_cluster.new_database(), extra="workers = 3")
-    port = int(next(line for line in config.read_text().splitlines() if line.startswith("port")).split("=")[1])
-    postdesk(config, "init")
-    postdesk(config, "org", "add", "ACME", "--package", "gold", "--main-contact", "alice@acme.example")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_port(port)
+    with serve_process(tmp_path, extra="workers = 3", db_url=pg_cluster.new_database()) as (config, port, proc):
         deadline = time.monotonic() + 20
         while len(worker_children(proc.pid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -179,24 +173,12 @@ def test_three_worker_processes_process_each_message_once_and_thread_replies(tmp
             assert by_id[f"<more{i}@acme.example>"]["ticket"] == by_id[f"<case{i}@acme.example>"]["ticket"]
         tickets = json.loads(postdesk(config, "ticket", "list", "--json"))
         assert len(tickets) == 12
-    finally:
         proc.terminate()
-        assert proc.wait(60) == 0, proc.stderr.read().decode()[-2000:]
+        assert proc.wait(60) == 0, log_tail(tmp_path)
 
 
 def test_a_worker_started_while_the_database_is_down_waits_for_it_instead_of_dying(tmp_path, pg_cluster):
-    import os
-    import signal
-    import smtplib
-    from tests.test_serve_process import worker_children
-    config = write_config(tmp_path, db_url=pg_cluster.new_database())
-    port = int(next(line for line in config.read_text().splitlines() if line.startswith("port")).split("=")[1])
-    postdesk(config, "init")
-    postdesk(config, "org", "add", "ACME", "--package", "gold", "--main-contact", "alice@acme.example")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_port(port)
+    with serve_process(tmp_path, db_url=pg_cluster.new_database()) as (config, port, proc):
         deadline = time.monotonic() + 20
         while not worker_children(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -220,6 +202,5 @@ def test_a_worker_started_while_the_database_is_down_waits_for_it_instead_of_dyi
                 break
             time.sleep(0.3)
         assert [t["subject"] for t in tickets] == ["Back again"]
-    finally:
         proc.terminate()
-        assert proc.wait(60) == 0, proc.stderr.read().decode()[-2000:]
+        assert proc.wait(60) == 0, log_tail(tmp_path)

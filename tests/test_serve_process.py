@@ -8,14 +8,16 @@ import mailbox
 import os
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 
-from tests.conftest import SUPPORT, write_config
+from tests.conftest import SUPPORT, free_port, mail, write_config
 
 SWAKS = shutil.which("swaks")
 if SWAKS is None and os.environ.get("POSTDESK_REQUIRE_SWAKS"):
@@ -48,22 +50,36 @@ def swaks(port: int, sender: str, subject: str, body: str, *extra: str):
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture
-def served(tmp_path):
-    config = write_config(tmp_path)
-    port = int([line for line in config.read_text().splitlines() if line.startswith("port")][0].split("=")[1])
+@contextmanager
+def serve_process(folder, extra: str = "", db_url: str | None = None):
+    """`postdesk serve` as its own process on a fresh installation (ACME, agent Sam); yields (config, port, proc).
+
+    Its log goes to ``folder/serve.log``; ``log_tail(folder)`` shows the end of it."""
+    port = free_port()
+    config = write_config(folder, extra, port=port, db_url=db_url)
     postdesk(config, "init")
     postdesk(config, "org", "add", "ACME", "--package", "bronze", "--main-contact", "alice@acme.example")
     postdesk(config, "agent", "add", "sam@vendor.example")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_port(port)
-        yield config, port, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
+    with open(folder / "serve.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=log, text=True)
+        try:
+            wait_port(port)
+            yield config, port, proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+def log_tail(folder) -> str:
+    return (folder / "serve.log").read_text(errors="replace")[-2000:]
+
+
+@pytest.fixture
+def served(tmp_path):
+    with serve_process(tmp_path) as running:
+        yield running
 
 
 def wait_for(predicate, timeout=10.0):
@@ -149,13 +165,8 @@ def alive(pid: int) -> bool:
 
 
 def send_smtp(port: int, sender: str, subject: str) -> None:
-    import smtplib
-    from email.message import EmailMessage
-    message = EmailMessage()
-    message["From"], message["To"], message["Subject"] = sender, SUPPORT, subject
-    message.set_content("The nightly export stopped with an error.")
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-        smtp.send_message(message)
+        smtp.send_message(mail(sender, subject, "The nightly export stopped with an error."))
 
 
 def test_serve_runs_the_worker_in_a_child_and_starts_it_again_when_it_dies(served):
@@ -180,31 +191,16 @@ def test_worker_child_stops_when_serve_is_killed(served):
     proc.kill()
     proc.wait(timeout=10)
     wait_for(lambda: not alive(child), timeout=15)
-    send_smtp_refused = None
-    try:
+    with pytest.raises(OSError):   # nothing answers any more: no half-alive gateway left
         send_smtp(port, "alice@acme.example", "Nobody listens")
-    except OSError as exc:
-        send_smtp_refused = exc
-    assert send_smtp_refused is not None   # nothing answers any more: no half-alive gateway left
 
 
 def test_worker_thread_mode_processes_mail_without_a_child(tmp_path):
-    config = write_config(tmp_path, extra='worker = "thread"')
-    port = int([line for line in config.read_text().splitlines() if line.startswith("port")][0].split("=")[1])
-    postdesk(config, "init")
-    postdesk(config, "org", "add", "ACME", "--package", "bronze", "--main-contact", "alice@acme.example")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_port(port)
+    with serve_process(tmp_path, extra='worker = "thread"') as (config, port, proc):
         send_smtp(port, "alice@acme.example", "Export fails in thread mode")
         ticket = wait_for(lambda: (r := postdesk(config, "ticket", "show", "1", "--json", check=False))
                           .returncode == 0 and json.loads(r.stdout))
         assert ticket["subject"] == "Export fails in thread mode"
         assert worker_children(proc.pid) == []
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
+        assert proc.wait(timeout=30) == 0, log_tail(tmp_path)
