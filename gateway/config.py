@@ -34,6 +34,7 @@ class SmtpConfig:
     max_recipients: int = 50
     hostname: str = "desk.example.com"
     shutdown_grace_seconds: float = 30.0
+    spool: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class DeskConfig:
     )
     worker: str = "process"                # `serve` runs the worker in a child process, or in a "thread"
     workers: int = 1                       # worker processes (worker = "process"); more pay on PostgreSQL
+    worker_nice: int = 10                  # CPU priority of worker processes below the listener's (0: equal)
     worker_poll_seconds: float = 1.0
     tick_interval_seconds: float = 60.0
     parent_wait_seconds: float = 2.0       # a reply naming only messages not received yet waits for them (0: never)
@@ -299,6 +301,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"[desk] worker must be \"process\" or \"thread\", not {settings.desk.worker!r}")
     if settings.desk.workers < 1:
         raise ConfigError(f"[desk] workers must be at least 1, not {settings.desk.workers}")
+    if not 0 <= settings.desk.worker_nice <= 19:
+        raise ConfigError(f"[desk] worker_nice must be between 0 and 19, not {settings.desk.worker_nice}")
     address = settings.smtp.support_address
     if address.count("@") != 1 or "+" in address.partition("@")[0]:
         raise ConfigError(f"[smtp] support_address must be a plain address like support@example.com, not {address!r}")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 from gateway import policy, screening
 from gateway.classify import classify
@@ -33,7 +34,8 @@ from gateway.sender_auth import Resolver
 from gateway.tokens import Signer
 from storage import groupcommit, queries
 from storage.db import reading, transaction
-from storage.models import Inbound
+from storage.models import Inbound, Meta
+from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ ENVELOPE_CHANNELS = ("smtp", "lmtp")
 class IntakeResult:
     status: str               # "accepted" (stored; maybe quarantined, see reason) | "duplicate" | "refused"
     reason: str
-    inbound_id: int
+    inbound_id: int | None     # None: spooled, filed into ``inbound`` soon after (gateway/filing.py)
     rule: str = ""            # the rule behind a refusal or hold, for the SMTP reply code
 
 
@@ -66,20 +68,25 @@ def dedupe_key(message_id: str | None, digest: str) -> str:
 
 
 def receive(engine: Engine, settings: Settings, raw: bytes, envelope_from: str, recipients: Sequence[str],
-            now: datetime, channel: str = "smtp", resolver: Resolver | None = None) -> IntakeResult:
+            now: datetime, channel: str = "smtp", resolver: Resolver | None = None,
+            spool: Spool | None = None) -> IntakeResult:
     """Judge and store one delivered message; raises only when storage fails (the caller answers 451).
 
     The judging reads without a transaction's write lock and the DKIM check runs outside
     any transaction; only the insert takes the write lock, shared with the other
     deliveries of the moment (``storage.groupcommit``). ``resolver`` answers the DNS
-    lookups of DKIM verification (default: real DNS).
+    lookups of DKIM verification (default: real DNS). With a ``spool`` an accepted
+    message goes there instead of into ``inbound`` (``storage/spool.py``;
+    ``gateway/filing.py`` moves it on) and the result has no ``inbound_id``.
     """
     headers = parse_headers(raw)
     digest = content_hash(raw)
+    key = dedupe_key(headers.message_id, digest)
     signer = _signer(engine, settings)
     with reading(engine) as session:
         person = queries.find_person(session, headers.from_addr)
         facts = screening.edge_facts(session, settings, headers, recipients, None, signer)
+        seen = spool is not None and session.exec(select(Inbound.id).where(Inbound.dedupe_key == key)).first()
     checks = screening.screen(settings, raw, headers, person, resolver)   # limits, DKIM
     decision = decide(settings, headers, envelope_from, channel, person, {**facts, "authentication": checks.auth},
                       checks)
@@ -88,39 +95,44 @@ def receive(engine: Engine, settings: Settings, raw: bytes, envelope_from: str, 
               "from_addr": headers.from_addr, "subject": headers.subject[:500], "size": len(raw),
               "content_sha256": digest, "reason_code": decision.rule,
               "auth": checks.auth.to_json() if checks.auth else ""}
-    if decision.verdict is policy.Verdict.REFUSE:
-        return groupcommit.shared(engine).run(lambda session: _store_refusal(session, fields, decision, now))
-    fields.update(raw=raw, dedupe_key=dedupe_key(headers.message_id, digest))
-    return groupcommit.shared(engine).run(lambda session: _store(session, fields, decision, now))
+    held = decision.reason if decision.verdict is policy.Verdict.QUARANTINE else None
+    if decision.verdict is policy.Verdict.REFUSE:   # recorded at once, spool or not: rare, and nothing to process
+        return groupcommit.shared(engine).run(lambda session: store_refusal(session, fields, decision.reason, now))
+    fields["dedupe_key"] = key
+    if spool is not None:
+        spool.append({**fields, "held": held}, raw)
+        return IntakeResult("duplicate" if seen else "accepted", held or "stored", None, decision.rule)
+    fields["raw"] = raw
+    return groupcommit.shared(engine).run(lambda session: store_message(session, fields, held, now))
 
 
-def _store_refusal(session, fields: dict, decision: policy.Decision, now: datetime) -> IntakeResult:
-    row = Inbound(**fields, outcome="refused", reason=decision.reason, processed_at=now)
+def store_refusal(session, fields: dict, reason: str, now: datetime) -> IntakeResult:
+    row = Inbound(**fields, outcome="refused", reason=reason, processed_at=now)
     earlier = queries.earlier_refusal(session, row.message_id, row.content_sha256)
     if earlier is not None:   # a retry by a sender that never heard our 550 (we died before answering)
         row.outcome = "duplicate"
         row.reason = f"duplicate of refused inbound #{earlier.id} (same Message-ID and content): {row.reason}"
     session.add(row)
     session.flush()
-    return IntakeResult("refused", decision.reason, row.id, decision.rule)
+    return IntakeResult("refused", reason, row.id, row.reason_code)
 
 
-def _store(session, fields: dict, decision: policy.Decision, now: datetime) -> IntakeResult:
+def store_message(session, fields: dict, held: str | None, now: datetime) -> IntakeResult:
     """Insert the message, or record it as a duplicate of the one stored before.
 
-    Raises IntegrityError when another process stored the same message since the check;
-    the group commit then runs this again in a transaction of its own, which sees that row.
+    ``held``: the reason it is quarantined at once, or None. Raises IntegrityError when
+    another process stored the same message since the check; the group commit then runs
+    this again in a transaction of its own, which sees that row.
     """
     row = Inbound(**fields)
     original = queries.duplicate_of(session, row.dedupe_key)
     if original is not None:
         return _record_duplicate(session, row, original, now)
-    held = decision.verdict is policy.Verdict.QUARANTINE
-    if held:   # kept for an admin: `postdesk inbound show|release ID`
-        row.outcome, row.reason, row.processed_at = "quarantined", decision.reason, now
+    if held is not None:   # kept for an admin: `postdesk inbound show|release ID`
+        row.outcome, row.reason, row.processed_at = "quarantined", held, now
     session.add(row)
     session.flush()
-    return IntakeResult("accepted", decision.reason if held else "stored", row.id, decision.rule)
+    return IntakeResult("accepted", held or "stored", row.id, row.reason_code)
 
 
 def judge(session, settings: Settings, headers: HeaderSummary, envelope_from: str, channel: str, *,
@@ -146,6 +158,11 @@ _SECRETS: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
 def _signer(engine: Engine, settings: Settings) -> Signer:
     """The installation's signer; its secret, once read (or created), never changes."""
     secret = os.environ.get(settings.security.secret_env, "").encode("utf-8") or _SECRETS.get(engine)
+    if not secret:
+        with reading(engine) as session:   # no write lock: the database may be busy (``serve`` made the secret)
+            stored = session.get(Meta, "secret")
+        if stored is not None:
+            secret = _SECRETS[engine] = stored.value.encode("utf-8")
     if not secret:
         with transaction(engine) as session:
             secret = _SECRETS[engine] = queries.signing_secret(session)

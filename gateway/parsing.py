@@ -171,6 +171,8 @@ def _decode_words(value: str) -> str:
     multi-byte characters across them; whitespace between them is dropped
     (RFC 2047 section 6.2).
     """
+    if "=?" not in value:  # no encoded word: most header values
+        return value
     out: list[str] = []
     run: list[tuple[str, bytes]] = []
     pos = 0

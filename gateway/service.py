@@ -4,9 +4,10 @@
 (process stored messages, deliver the outbox, fire timers) in a child process of
 its own (``[desk] worker = "process"``, the default of ``postdesk serve``: the
 listener and the worker then use a core each instead of sharing one interpreter
-lock) or in a thread beside the listener (``"thread"``). The listener wakes the
-worker after every stored message, so mail shows up on its ticket at once under
-light load. The child stops when asked, when ``serve`` is gone, and is started
+lock) or in a thread beside the listener (``"thread"``). On SQLite the listener
+answers once a message is in the spool, and a thread beside it files the spool into
+the database (``gateway/filing.py``). The worker is woken after every stored (or
+filed) message, so mail shows up on its ticket at once under light load. The child stops when asked, when ``serve`` is gone, and is started
 again when it died. With ``[lmtp] enabled`` an LMTP listener runs
 beside it on the same loop, and with ``[imap] username`` set the IMAP poller runs
 in a thread of its own (``imap_poller.PollerThread``). SIGTERM or Ctrl-C: stop
@@ -30,6 +31,7 @@ from sqlalchemy.engine import Engine
 from gateway.arrival import release_waiting
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
+from gateway.filing import SpoolFiler
 from gateway.mailer import Deps
 from gateway.outbound import send_due
 from gateway.rendering import Renderer, default_template_dir
@@ -39,6 +41,7 @@ from gateway.timers import run_due
 from gateway.tokens import Signer
 from gateway.worker import process_pending
 from storage import queries
+from storage.spool import Spool, spool_path
 from storage.db import create_schema, make_engine, share_urgency, transaction
 from storage.templates import DatabaseOverrides
 
@@ -51,6 +54,7 @@ class Runtime:
     settings: Settings
     clock: Clock
     deps: Deps
+    spool: Spool | None = None   # serve's SMTP/LMTP intake on SQLite (storage/spool.py)
 
 
 def build_runtime(settings: Settings, clock: Clock | None = None, create: bool = True) -> Runtime:
@@ -68,6 +72,20 @@ def build_runtime(settings: Settings, clock: Clock | None = None, create: bool =
     return Runtime(engine, settings, clock or SystemClock(), deps)
 
 
+WORKER_BATCH = 20
+
+
+def spool_location(settings: Settings):
+    """Where ``serve`` keeps its intake spool (``[smtp] spool``, SQLite only), or None."""
+    return spool_path(settings.database_url) if settings.smtp.spool else None
+
+
+def open_spool(settings: Settings) -> Spool | None:
+    """The intake spool of ``serve``, created when missing; None without one."""
+    path = spool_location(settings)
+    return Spool(path, settings.database.busy_timeout_seconds) if path is not None else None
+
+
 class BackgroundWork:
     """Worker, dispatcher and timers in one thread, woken by the listener."""
 
@@ -78,6 +96,9 @@ class BackgroundWork:
         self.parent_pid = parent_pid   # in a child process: stop when this process is gone
         self.thread = threading.Thread(target=self.run, name="postdesk-worker", daemon=True)
         self._next_tick = 0.0
+        # Messages per transaction: with SQLite's spool no sender waits for the worker's write, so several
+        # share one commit; on PostgreSQL one each, so row locks are held briefly for the other workers.
+        self.batch = WORKER_BATCH if spool_location(runtime.settings) is not None else 1
 
     def start(self) -> None:
         self.thread.start()
@@ -93,7 +114,7 @@ class BackgroundWork:
     def one_pass(self) -> None:
         rt = self.runtime
         release_waiting(rt.engine, rt.clock.now())   # replies whose parent did not come in time
-        while process_pending(rt.engine, rt.deps, rt.clock):
+        while process_pending(rt.engine, rt.deps, rt.clock, batch=self.batch):
             pass
         if time.monotonic() >= self._next_tick:
             run_due(rt.engine, rt.deps, rt.clock.now())
@@ -178,6 +199,7 @@ def _background_main(settings: Settings, parent_pid: int, wake, stopping, urgent
 
     signal.signal(signal.SIGTERM, finish)
     signal.signal(signal.SIGINT, finish)
+    os.nice(settings.desk.worker_nice)   # the listener's deliveries first
     runtime = None
     while runtime is None:   # asked to stop during start-up: start anyway, for the final pass
         try:   # reads the signing secret: a database that is down makes it wait here, not die and respawn
@@ -194,9 +216,13 @@ def _background_main(settings: Settings, parent_pid: int, wake, stopping, urgent
 async def serve(runtime: Runtime, ready: threading.Event | None = None,
                 stop: asyncio.Event | None = None, worker: str = "thread") -> None:
     settings = runtime.settings
+    if runtime.spool is None:
+        runtime.spool = open_spool(settings)
     background = BackgroundProcess(runtime) if worker == "process" else BackgroundWork(runtime)
-    handler = GatewayHandler(runtime.engine, settings, runtime.clock, on_stored=background.wake.set,
-                             resolver=runtime.deps.resolver)
+    filer = SpoolFiler(runtime.engine, runtime.spool, background.wake.set) if runtime.spool is not None else None
+    on_stored = filer.wake.set if filer is not None else background.wake.set
+    handler = GatewayHandler(runtime.engine, settings, runtime.clock, on_stored=on_stored,
+                             resolver=runtime.deps.resolver, spool=runtime.spool)
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -207,8 +233,10 @@ async def serve(runtime: Runtime, ready: threading.Event | None = None,
     connections = Connections()   # for the graceful shutdown: finish the message in hand, 421 the rest
     server = await loop.create_server(connections.tracking(make_server_factory(handler, settings)),
                                       settings.smtp.host, settings.smtp.port)
-    _, lmtp_server = await _start_lmtp(runtime, background, connections)
+    _, lmtp_server = await _start_lmtp(runtime, on_stored, connections)
     background.start()
+    if filer is not None:
+        filer.start()   # files what a spool of an earlier run still holds, at once
     poller = _start_poller(runtime, background)
     log.info("Postdesk listening on %s:%s for %s", settings.smtp.host, settings.smtp.port,
              settings.smtp.support_address)
@@ -226,18 +254,20 @@ async def serve(runtime: Runtime, ready: threading.Event | None = None,
     if poller is not None:
         await asyncio.to_thread(poller.join)
     await drain(connections, settings.smtp.shutdown_grace_seconds)
+    if filer is not None:
+        await asyncio.to_thread(filer.stop)   # everything spooled goes into the database before the last pass
     background.stop()
     log.info("stopped")
 
 
-async def _start_lmtp(runtime: Runtime, background: BackgroundWork, connections: Connections):
+async def _start_lmtp(runtime: Runtime, on_stored, connections: Connections):
     """The LMTP listener of ``[lmtp]``, when enabled: (handler, server), else (None, None)."""
     settings = runtime.settings
     if not settings.lmtp.enabled:
         return None, None
     from gateway.lmtp_server import LmtpHandler, make_lmtp_factory
-    handler = LmtpHandler(runtime.engine, settings, runtime.clock, on_stored=background.wake.set,
-                          resolver=runtime.deps.resolver)
+    handler = LmtpHandler(runtime.engine, settings, runtime.clock, on_stored=on_stored,
+                          resolver=runtime.deps.resolver, spool=runtime.spool)
     factory = connections.tracking(make_lmtp_factory(handler, settings))
     server = await asyncio.get_running_loop().create_server(factory, settings.lmtp.host, settings.lmtp.port)
     log.info("LMTP listening on %s:%s", settings.lmtp.host, settings.lmtp.port)

@@ -4,7 +4,8 @@
 - DATA: the sender is judged from the headers alone; an unknown, shared or list
   sender gets 550 5.7.1 with the reason. Everything else is stored through
   ``intake.receive`` (in a thread: the database is blocking) and only then
-  answered 250. Any failure to store is 451 4.3.0, and aiosmtpd's default
+  answered 250 (on SQLite into the spool, ``storage/spool.py``, which the worker
+  files into the database). Any failure to store is 451 4.3.0, and aiosmtpd's default
   exception reply (a permanent 500 that leaks internals) is replaced.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway.clock import Clock
 from gateway.config import Settings
 from gateway.intake import receive
 from gateway.tokens import plus_token
+from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +30,10 @@ class GatewayHandler:
     channel = "smtp"   # recorded on each inbound row; the LMTP edge reuses this handler
 
     def __init__(self, engine, settings: Settings, clock: Clock, on_stored: Callable[[], None] = lambda: None,
-                 resolver: Callable | None = None):
+                 resolver: Callable | None = None, spool: Spool | None = None):
         self.engine, self.settings, self.clock, self.on_stored = engine, settings, clock, on_stored
         self.resolver = resolver   # DNS for DKIM verification (None: real DNS); tests inject one
+        self.spool = spool         # SQLite: accepted messages go to the spool (storage/spool.py)
         self.in_flight = 0
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -49,14 +52,14 @@ class GatewayHandler:
         try:
             result = await asyncio.to_thread(receive, self.engine, self.settings, raw, envelope.mail_from or "",
                                              list(envelope.rcpt_tos), self.clock.now(), self.channel,
-                                             resolver=self.resolver)
+                                             resolver=self.resolver, spool=self.spool)
         except Exception:  # noqa: BLE001 - any storage problem is temporary for the sender
             log.exception("storing a message from %s failed; answered 451", _redact(envelope.mail_from))
             return replies.TRY_AGAIN_LATER
         finally:
             self.in_flight -= 1
         if result.status == "refused":
-            log.info("inbound %s refused: %s", result.inbound_id, result.reason)
+            log.info("inbound %s refused: %s", result.inbound_id or "(spooled)", result.reason)
             return replies.refusal(result.rule, _wire_reason(result.reason))
         self.on_stored()
         return replies.OK_DUPLICATE if result.status == "duplicate" else replies.OK

@@ -26,15 +26,19 @@ from storage.models import Inbound
 log = logging.getLogger(__name__)
 
 
-def process_pending(engine: Engine, deps: Deps, clock: Clock, limit: int = 100) -> int:
-    """Process up to ``limit`` pending inbound messages; returns how many were handled."""
+def process_pending(engine: Engine, deps: Deps, clock: Clock, limit: int = 100, batch: int = 1) -> int:
+    """Process up to ``limit`` pending inbound messages, ``batch`` to a transaction; returns how many were handled."""
     with transaction(engine) as session:
         ids = queries.pending_inbound_ids(session, limit)
     handled = 0
-    for inbound_id in ids:
-        prepared = _prepare(engine, deps, inbound_id)   # parsing needs no lock
+    for start in range(0, len(ids), max(1, batch)):
+        chunk = ids[start:start + max(1, batch)]
+        prepared = {inbound_id: _prepare(engine, deps, inbound_id) for inbound_id in chunk}   # needs no lock
         let_front_doors_go(engine)   # SQLite: a sender waiting for its 250 writes first
-        handled += process_inbound(engine, deps, inbound_id, clock.now(), prepared)
+        if len(chunk) == 1:
+            handled += process_inbound(engine, deps, chunk[0], clock.now(), prepared[chunk[0]])
+        else:
+            handled += _process_batch(engine, deps, chunk, clock.now(), prepared)
     return handled
 
 
@@ -53,18 +57,61 @@ def process_inbound(engine: Engine, deps: Deps, inbound_id: int, now: datetime,
                     prepared: Prepared | None = None) -> int:
     try:
         with transaction(engine) as session:
-            inbound = queries.claim_inbound(session, inbound_id)
-            if inbound is None:
-                return 0
-            outcome = process_one(session, inbound, deps, now, prepared)
-            _finish(inbound, outcome, now)
-            session.add(inbound)
-        log.info("inbound %s %s: %s", inbound_id, _mid(inbound), f"{outcome.outcome}: {outcome.reason}")
-        return 1
+            result = _process_claimed(session, deps, inbound_id, now, prepared)
+        if result is not None:
+            _log_outcome(inbound_id, *result)
+        return int(result is not None)
     except Exception as exc:  # noqa: BLE001 - quarantine whatever went wrong, never drop the message
         log.exception("inbound %s: processing failed, quarantined", inbound_id)
         _quarantine(engine, inbound_id, exc, now)
         return 1
+
+
+def _process_batch(engine: Engine, deps: Deps, ids: list[int], now: datetime,
+                   prepared: dict[int, Prepared | None]) -> int:
+    """Several messages in one transaction (one commit, one disk sync), each in a savepoint of its own.
+
+    A message whose processing raises is rolled back to its savepoint and quarantined
+    after the commit; the others keep their work. When the transaction itself fails
+    (the database), each message is processed again on its own.
+    """
+    done, failed = [], []
+    try:
+        with transaction(engine) as session:
+            for inbound_id in ids:
+                try:
+                    with session.begin_nested():
+                        result = _process_claimed(session, deps, inbound_id, now, prepared[inbound_id])
+                except Exception as exc:  # noqa: BLE001 - this message only; quarantined below
+                    failed.append((inbound_id, exc))
+                    continue
+                if result is not None:
+                    done.append((inbound_id, *result))
+    except Exception:  # noqa: BLE001 - the commit or the database: one transaction per message instead
+        log.warning("a batch of %d messages failed to commit; processing them one by one", len(ids), exc_info=True)
+        return sum(process_inbound(engine, deps, inbound_id, now, prepared[inbound_id]) for inbound_id in ids)
+    for inbound_id, *result in done:
+        _log_outcome(inbound_id, *result)
+    for inbound_id, exc in failed:
+        log.error("inbound %s: processing failed, quarantined", inbound_id, exc_info=exc)
+        _quarantine(engine, inbound_id, exc, now)
+    return len(done) + len(failed)
+
+
+def _process_claimed(session, deps: Deps, inbound_id: int, now: datetime,
+                     prepared: Prepared | None) -> tuple[str, Outcome] | None:
+    """Claim and process one message in ``session``: its Message-ID and outcome, or None when not pending."""
+    inbound = queries.claim_inbound(session, inbound_id)
+    if inbound is None:
+        return None
+    outcome = process_one(session, inbound, deps, now, prepared)
+    _finish(inbound, outcome, now)
+    session.add(inbound)
+    return _mid(inbound), outcome
+
+
+def _log_outcome(inbound_id: int, message_id: str, outcome: Outcome) -> None:
+    log.info("inbound %s %s: %s", inbound_id, message_id, f"{outcome.outcome}: {outcome.reason}")
 
 
 def _finish(inbound: Inbound, outcome: Outcome, now: datetime) -> None:

@@ -15,9 +15,11 @@ function. A database that cannot be reached fails the whole batch at once.
 """
 from __future__ import annotations
 
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Generic, TypeVar
 
 from sqlalchemy.engine import Engine
@@ -41,8 +43,13 @@ class _Pending(Generic[T]):
 
 
 class GroupCommit:
-    def __init__(self, engine: Engine, max_batch: int = 64) -> None:
+    """``begin()`` opens the shared transaction (default: ``transaction(engine, urgent=True)``);
+    each unit of work gets what it yields."""
+
+    def __init__(self, engine: Engine | None, max_batch: int = 64,
+                 begin: Callable[[], AbstractContextManager] | None = None) -> None:
         self.engine, self.max_batch = engine, max_batch
+        self._begin = begin or (lambda: transaction(self.engine, urgent=True))
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._leader = threading.Lock()
@@ -66,9 +73,9 @@ class GroupCommit:
 
     def _write(self, batch: list[_Pending]) -> None:
         try:
-            with transaction(self.engine, urgent=True) as session:
+            with self._begin() as session:
                 results = [pending.work(session) for pending in batch]
-        except OperationalError as exc:   # the database itself: every unit would fail the same way
+        except (OperationalError, sqlite3.OperationalError) as exc:   # the database itself: all would fail
             for pending in batch:
                 pending.finish(error=exc)
             return
@@ -85,7 +92,7 @@ class GroupCommit:
     def _alone(self, pending: _Pending) -> None:
         for attempt in (1, 2):   # a constraint hit twice in a row is not a race any more
             try:
-                with transaction(self.engine, urgent=True) as session:
+                with self._begin() as session:
                     result = pending.work(session)
             except IntegrityError as exc:
                 if attempt == 2:

@@ -180,6 +180,8 @@ class Inbound(SQLModel, table=True):
     released_at: Optional[datetime] = _ts(nullable=True)   # an admin released it from quarantine
     # out-of-order arrival (gateway/arrival.py): a reply ``deferred`` until its parent arrives, at most until then
     wait_until: Optional[datetime] = _ts(nullable=True)
+    # filed from the SMTP intake's spool (storage/spool.py): the entry's key, so it is filed once
+    spool_key: Optional[str] = Field(default=None, max_length=32, index=True, unique=True)
 
 
 class Outbox(SQLModel, table=True):

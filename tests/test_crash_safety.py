@@ -112,6 +112,15 @@ def db_count(config: Path, where: str = "1=1") -> int:
         return db.execute(f"SELECT count(*) FROM inbound WHERE {where}").fetchone()[0]
 
 
+def spooled(config: Path) -> int:
+    """Messages answered 250 but not filed into the database yet (serve's spool, storage/spool.py)."""
+    path = config.parent / "postdesk.spool.db"
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+        return db.execute("SELECT count(*) FROM spool").fetchone()[0]
+
+
 # ---- the burst ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -243,6 +252,7 @@ def test_burst_through_postfix_survives_sigkill_exactly_once(relayed):
     started = time.monotonic()
     kills = burst_with_kills(config, gateway, postfix, plan, rng)
     wait_until(lambda: drained(postfix), 180, 1.0, "Postfix queue empty")
+    wait_until(lambda: spooled(config) == 0, 60, 0.2, "every spooled message filed")
     wait_until(lambda: db_count(config, "outcome = 'pending'") == 0, 60, 0.2, "every stored message processed")
     fates = wait_until(lambda: logged_fates(postfix, plan), 20, 0.2, "Postfix logged the fate of every message")
     elapsed = time.monotonic() - started

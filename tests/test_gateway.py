@@ -311,11 +311,8 @@ def test_different_message_reusing_a_message_id_is_not_dropped(acme):
 
 
 def test_locked_database_is_answered_451_and_nothing_written(acme):
-    import sqlite3
-    db = acme.settings.database_url.removeprefix("sqlite:///")
-    blocker = sqlite3.connect(db, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
+    from tests.test_mta_pipe import database_locked
+    with database_locked(acme.config):   # the database and the spool
         with smtplib.SMTP("127.0.0.1", acme.port, timeout=30) as client:
             client.ehlo()
             client.mail("alice@acme.example")
@@ -323,10 +320,7 @@ def test_locked_database_is_answered_451_and_nothing_written(acme):
             code, text = client.data(mail("alice@acme.example", "Locked", "x").as_bytes())
         assert code == 451 and text.startswith(b"4.3.0")
         assert b"Traceback" not in text and b"sqlite" not in text.lower()
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-    assert acme.inbound() == []
+    assert acme.inbound() == [] and acme.runtime.spool.count() == 0
     code, _ = acme.send(mail("alice@acme.example", "Locked", "x"))
     assert code == 250 and len(acme.json("ticket", "list")) == 1
 

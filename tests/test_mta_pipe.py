@@ -53,15 +53,17 @@ def deliver_to(config: Path, raw_message: bytes, sender: str | None = None, reci
 
 @contextlib.contextmanager
 def database_locked(config: Path):
-    """Hold SQLite's write lock: every writer waits, then gives up ("database is locked")."""
-    db = config.parent / "postdesk.db"
-    connection = sqlite3.connect(db, isolation_level=None, timeout=5)
-    connection.execute("BEGIN EXCLUSIVE")
+    """Hold SQLite's write locks — of the database and of serve's spool — : every writer waits, then gives up."""
+    files = [config.parent / "postdesk.db", config.parent / "postdesk.spool.db"]
+    connections = [sqlite3.connect(db, isolation_level=None, timeout=5) for db in files if db.exists()]
+    for connection in connections:
+        connection.execute("BEGIN EXCLUSIVE")
     try:
         yield
     finally:
-        connection.execute("ROLLBACK")
-        connection.close()
+        for connection in connections:
+            connection.execute("ROLLBACK")
+            connection.close()
 
 
 def test_mbox_from_line_is_dropped_when_procmail_adds_one():

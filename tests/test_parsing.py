@@ -6,6 +6,7 @@ import base64
 from datetime import datetime, timezone
 from pathlib import Path
 
+import mailparser
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -257,9 +258,22 @@ def test_parse_headers_stops_when_header_block_ends() -> None:
     ],
 )
 def test_from_addr_when_from_header_has_tricks(from_header: str, addr: str | None, count: int) -> None:
-    """Only one unambiguous mailbox gives a sender; anything else gives None."""
-    parsed = parse_message(mail(f"From: {from_header}", "Subject: x"))
+    """Only one unambiguous mailbox gives a sender; anything else gives None.
+
+    The full parse reuses mail-parser's parse of the header, the header summary
+    parses it itself: both must agree.
+    """
+    raw = mail(f"From: {from_header}", "Subject: x")
+    parsed, summary = parse_message(raw), parse_headers(raw)
     assert (parsed.from_addr, parsed.from_count) == (addr, count)
+    assert (summary.from_addr, summary.from_count) == (addr, count)
+
+
+def test_from_addr_is_kept_when_a_later_header_repeats_it_next_to_a_broken_address() -> None:
+    """A defect in the second To header does not taint the same mailbox in From."""
+    parsed = parse_message(mail("From: alice@customer.example", "To: alice@customer.example",
+                                "To: broken@@", "Subject: x"))
+    assert (parsed.from_addr, parsed.from_count, parsed.to) == (ALICE, 1, (ALICE,))
 
 
 def test_from_addr_is_none_when_from_header_is_duplicated() -> None:
@@ -462,6 +476,44 @@ def test_flowed_delsp_is_joined_when_client_uses_delsp_yes() -> None:
     parsed = parse_message(mail("Content-Type: text/plain; format=flowed; delsp=yes",
                                 body="Long\u00e4 \r\nword\r\n"))
     assert parsed.text == "Longäword\n"
+
+
+# -- defects found by mail-parser --------------------------------------------------------
+
+
+def complete_mail_parser_defects(raw: bytes) -> tuple[str, ...]:
+    """The defects of mail-parser's own complete parse, worded as parse_message words them."""
+    parser = mailparser.MailParser.from_bytes(raw)
+    found = [f"{where}: {what}" for group in parser.defects for where, items in group.items() for what in items]
+    return tuple(dict.fromkeys(found))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EML_DIR.glob("*.eml")))
+def test_defects_start_with_mail_parsers_when_fixtures_are_parsed(name: str) -> None:
+    """What mail-parser's complete parse finds comes first, in its order; nothing makes it fail."""
+    raw = (EML_DIR / name).read_bytes()
+    expected = complete_mail_parser_defects(raw)
+    defects = parse_message(raw).defects
+    assert defects[: len(expected)] == expected
+    assert not any(defect.startswith("mail-parser failed") for defect in defects)
+
+
+def test_defects_start_with_mail_parsers_when_received_and_part_headers_are_broken() -> None:
+    """Received-header and MIME-header defects are reported as mail-parser finds them."""
+    raw = (b"From: alice@customer.example\r\n"
+           b"Received: from relay (unclosed by mx.desk.example.com; Mon, 3 Feb 2025 10:00:00 +0000\r\n"
+           b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+           b'--b1\r\nContent-Type: text/plain; name="\xfcbersicht.txt"\r\n\r\nx\r\n--b1--\r\n')
+    expected = complete_mail_parser_defects(raw)
+    assert [defect.split(":")[0] for defect in expected] == ["received-headers", "mime-headers"]
+    assert parse_message(raw).defects[: len(expected)] == expected
+
+
+def test_mail_parser_failure_is_reported_when_a_header_names_an_impossible_charset() -> None:
+    """mail-parser fails on an encoded word whose charset holds a NUL; that is still reported."""
+    parsed = parse_message(mail("From: alice@customer.example", "X-Note: =?utf-8\x00?q?see you?="))
+    assert parsed.defects == ("mail-parser failed (ValueError); stdlib parser used",)
+    assert (parsed.from_addr, parsed.text) == (ALICE, "Hello\n")
 
 
 # -- never raises ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -204,3 +205,45 @@ def test_worker_thread_mode_processes_mail_without_a_child(tmp_path):
         assert worker_children(proc.pid) == []
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log_tail(tmp_path)
+
+
+def test_worker_child_runs_at_a_lower_cpu_priority_than_the_listener(served):
+    config, port, proc = served
+    child = wait_for(lambda: worker_children(proc.pid))[0]
+    listener = os.getpriority(os.PRIO_PROCESS, proc.pid)
+    wait_for(lambda: os.getpriority(os.PRIO_PROCESS, child) == listener + 10)   # set once the child has started
+    assert os.getpriority(os.PRIO_PROCESS, proc.pid) == listener
+
+
+def test_mail_answered_250_while_the_database_is_locked_survives_sigkill_in_the_spool(tmp_path):
+    # SQLite: 250 means "in the spool"; serve dies before it could file the message; the next serve files it.
+    with serve_process(tmp_path) as (config, port, proc):
+        database = tmp_path / "postdesk.db"
+        blocker = sqlite3.connect(database, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")   # another process holds the database's write lock
+        try:
+            send_smtp(port, "alice@acme.example", "Accepted while the database was busy")
+            proc.kill()
+            proc.wait(timeout=10)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM inbound WHERE subject LIKE 'Accepted%'").fetchone() == (0,)
+    with sqlite3.connect(tmp_path / "postdesk.spool.db") as spool:
+        assert spool.execute("SELECT count(*) FROM spool").fetchone() == (1,)
+    with open(tmp_path / "serve-again.log", "w") as log:
+        again = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                                 stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            ticket = wait_for(lambda: (r := postdesk(config, "ticket", "show", "1", "--json", check=False))
+                              .returncode == 0 and json.loads(r.stdout), timeout=30)
+            assert ticket["subject"] == "Accepted while the database was busy"
+            again.send_signal(signal.SIGTERM)
+            assert again.wait(timeout=30) == 0
+        finally:
+            if again.poll() is None:
+                again.kill()
+    inbound = json.loads(postdesk(config, "inbound", "list", "--json").stdout)
+    assert [(i["subject"], i["outcome"]) for i in inbound] == [("Accepted while the database was busy",
+                                                                "ticket_created")]

@@ -1,0 +1,115 @@
+"""Filing: spooled deliveries into ``inbound``, in batches, beside the SMTP listener.
+
+``serve`` on SQLite answers 250 once a message is in the spool (``storage/spool.py``).
+A thread of the listener's process (``SpoolFiler``) moves what the spool holds into
+``inbound`` — one transaction per batch, one insert statement for the messages — and
+then wakes the worker. A sender therefore never waits for the worker's transaction,
+and the worker never pays for the filing.
+
+Filing keeps the direct intake's rules: a message stored before (same dedupe key, in
+the database or earlier in the batch) becomes a recorded ``duplicate``. (Refusals
+are recorded by the intake itself, when it answers 550.) Each entry's key goes into
+its row (unique), so an entry filed by a process that died before forgetting it, or
+by two processes at once, makes one row.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from gateway.intake import store_message
+from storage.db import transaction
+from storage.models import Inbound
+from storage.spool import Entry, Spool
+
+log = logging.getLogger(__name__)
+
+_INBOUND = Inbound.__table__
+_INSERT = insert(_INBOUND)
+
+
+def file_spooled(engine: Engine, spool: Spool, limit: int = 500) -> int:
+    """File the oldest spooled deliveries (up to ``limit``) into ``inbound``; returns how many were taken."""
+    entries = spool.oldest(limit)
+    if not entries:
+        return 0
+    try:
+        with transaction(engine) as session:
+            _file(session, entries)
+    except IntegrityError:   # another process filed some of them just now: one by one, each sees its rows
+        for entry in entries:
+            with transaction(engine) as session:
+                _file(session, [entry])
+    spool.forget([entry.id for entry in entries])
+    return len(entries)
+
+
+def _file(session, entries: Sequence[Entry]) -> None:
+    connection = session.connection()
+    keys = [entry.key for entry in entries]
+    filed = set(connection.execute(select(_INBOUND.c.spool_key).where(_INBOUND.c.spool_key.in_(keys))).scalars())
+    entries = [entry for entry in entries if entry.key not in filed]
+    stored = set(connection.execute(select(_INBOUND.c.dedupe_key).where(
+        _INBOUND.c.dedupe_key.in_([entry.fields["dedupe_key"] for entry in entries]))).scalars())
+    new, again = [], []
+    for entry in entries:   # new messages in one statement; copies of stored ones after them, one by one
+        key = entry.fields["dedupe_key"]
+        (again if key in stored else new).append(entry)
+        stored.add(key)
+    if new:
+        connection.execute(_INSERT, [_row(entry) for entry in new])
+    for entry in again:
+        fields = {**entry.fields, "spool_key": entry.key, "raw": entry.raw}
+        held = fields.pop("held")
+        store_message(session, fields, held, fields["received_at"])
+
+
+def _row(entry: Entry) -> dict:
+    """The inbound row of a new message (every row of one insert has the same columns)."""
+    fields = {**entry.fields, "spool_key": entry.key, "raw": entry.raw}
+    held = fields.pop("held")
+    if held is None:
+        return {**fields, "outcome": "pending", "reason": "", "processed_at": None}
+    # kept for an admin: `postdesk inbound show|release ID`
+    return {**fields, "outcome": "quarantined", "reason": held, "processed_at": fields["received_at"]}
+
+
+class SpoolFiler:
+    """The thread that files the spool, woken by every stored message; ``on_filed`` wakes the worker."""
+
+    def __init__(self, engine: Engine, spool: Spool, on_filed: Callable[[], None]) -> None:
+        self.engine, self.spool, self.on_filed = engine, spool, on_filed
+        self.wake, self.stopping = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, name="postdesk-filer", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """File what is left and end the thread."""
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                self._file_all()
+            except Exception:  # noqa: BLE001 - the database may be down: the spool keeps the messages
+                log.exception("filing the spool failed; retrying in 5 s")
+                if self.stopping.wait(5):
+                    return
+                continue
+            if self.stopping.is_set():
+                return
+            self.wake.wait(1.0)
+
+    def _file_all(self) -> None:
+        while file_spooled(self.engine, self.spool):
+            self.on_filed()
