@@ -231,11 +231,12 @@ def bouncing_reasons(session: Session, addresses: Iterable[str]) -> dict[str, st
     """Why mail to each bouncing one of ``addresses`` must not be sent now, by lowercased address.
 
     One statement for a whole batch of recipients; an address missing from the result may be mailed.
+    Plain columns, read as stored: a caller with account changes pending writes them first.
     """
     wanted = sorted({address.lower() for address in addresses})
     if not wanted:
         return {}
-    rows = session.exec(_BOUNCING, params={"addresses": wanted})
+    rows = session.connection().execute(_BOUNCING, {"addresses": wanted})
     reasons = {}
     for email_address, bounced_at in rows:
         since = bounced_at.date().isoformat() if bounced_at else "?"

@@ -46,8 +46,9 @@ class Sender:
         return self.organization.name if self.organization is not None else None
 
     @classmethod
-    def load(cls, session: Session, email: str, display_name: str, settings: Settings) -> "Sender":
-        agent = queries.agent_by_email(session, email)
+    def load(cls, session: Session, email: str, display_name: str, settings: Settings,
+             agent: queries.AgentName | None) -> "Sender":
+        """The sender of an accepted message; ``agent``: the agent of ``email`` as ``queries.author_of`` found it."""
         if agent is not None:
             return cls(email, agent.name or display_name, True, None, None, recipient_for_agent(agent))
         account, org = queries.account_with_organization(session, email)
@@ -100,7 +101,9 @@ def open_new_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: Pars
         notices = ("followup_created", "agent_notice:followup", "follower_new_ticket")
         queries.add_event(session, followup_of.id, now, sender.email, "followup",
                           f"follow-up #{ticket.id} opened by a reply after the ticket was closed")
-    _notify(session, deps, ticket, notices, sender, fields.text, parsed, extra, now)
+    # The ticket's only message is the one stored above: its thread history needs no query.
+    _notify(session, deps, ticket, notices, sender, fields.text, parsed, extra, now,
+            history=queries.first_message_history(sender.email, parsed.message_id))
     return ticket.id
 
 
@@ -116,15 +119,16 @@ def _ticket_subject(subject: str, text: str) -> str:
 
 def _sort_ccs(session: Session, deps: Deps, parsed: ParsedMessage, sender: Sender):
     """Split the mail's other addressees into accounts added as CCs and addresses left off (with a reason code)."""
-    added: list[Account] = []
+    added: list[queries.AccountRef] = []
     refused: list[dict] = []
     support = deps.settings.smtp.support_address
-    for address in dict.fromkeys([*parsed.to, *parsed.cc]):
-        if address == sender.email or plus_token(address, support) is not None:
+    others = [address for address in dict.fromkeys([*parsed.to, *parsed.cc])
+              if address != sender.email and plus_token(address, support) is None]
+    agents, accounts = queries.people_among(session, others)
+    for address in others:
+        if address.lower() in agents:
             continue
-        if queries.agent_by_email(session, address) is not None:
-            continue
-        account = queries.account_by_email(session, address)
+        account = accounts.get(address.lower())
         reason = _cc_refusal(account, address, sender, deps.settings)
         if reason:
             refused.append({"email": address, "reason": reason})
@@ -133,7 +137,7 @@ def _sort_ccs(session: Session, deps: Deps, parsed: ParsedMessage, sender: Sende
     return added, refused
 
 
-def _cc_refusal(account: Account | None, address: str, sender: Sender, settings: Settings) -> str | None:
+def _cc_refusal(account: queries.AccountRef | None, address: str, sender: Sender, settings: Settings) -> str | None:
     if is_role_address(address, settings.desk.shared_local_parts):
         return "shared_address"
     if account is None:
@@ -174,7 +178,8 @@ def on_existing_ticket(session: Session, deps: Deps, inbound: Inbound, parsed: P
     return "reply", f"{match.reason}{note}", ticket.id
 
 
-def _late_parent(session: Session, ticket: Ticket, parsed: ParsedMessage, sender: Sender, now) -> list[Account]:
+def _late_parent(session: Session, ticket: Ticket, parsed: ParsedMessage, sender: Sender,
+                 now) -> list[Account | queries.AccountRef]:
     """A message that a reply overtook joins the reply's ticket; its author becomes a CC (gateway/arrival.py)."""
     queries.add_event(session, ticket.id, now, sender.email, "late-parent",
                       f"{parsed.message_id} arrived after a reply to it, which is on this ticket")
@@ -215,7 +220,7 @@ def _record(session: Session, ticket: Ticket, transition: lifecycle.Transition, 
 
 
 def _notify(session, deps, ticket: Ticket, notices, sender: Sender, text: str, parsed: ParsedMessage,
-            extra: dict, now, automatic: bool = False) -> None:
+            extra: dict, now, automatic: bool = False, history: queries.ThreadHistory | None = None) -> None:
     if not notices:
         return
     facts = ticket_facts(session, ticket, deps)
@@ -224,4 +229,4 @@ def _notify(session, deps, ticket: Ticket, notices, sender: Sender, text: str, p
              **extra}
     planned = notifications.plan(notices, facts, message, agent_recipients(session),
                                  author=sender.recipient, extra=extra, author_automatic=automatic)
-    queue(session, deps, ticket, facts, planned, now)
+    queue(session, deps, ticket, facts, planned, now, history)

@@ -53,22 +53,36 @@ _AUTOMATIC_MAILS = (select(Outbox.recipients, func.count(),
 
 def own_mail_reason(session: Session, settings: Settings, headers: Mapping[str, Sequence[str]],
                     from_addr: str | None, message_id: str | None) -> str | None:
-    """Why this message is Postdesk's own mail come back, or None."""
+    """Why this message is Postdesk's own mail come back, or None (the outbox is asked only when the headers pass)."""
+    return (looped_reason(settings, headers, from_addr)
+            or copy_reason(message_id, bool(message_id) and _sent_by_us(session, message_id)))
+
+
+def looped_reason(settings: Settings, headers: Mapping[str, Sequence[str]], from_addr: str | None) -> str | None:
+    """Why the headers alone show Postdesk's own mail come back, or None."""
     support = settings.smtp.support_address
     if from_addr and plus_token(from_addr, support) is not None:
         return f"the message claims the support address {support} as its author (our own mail come back)"
     if any(support.lower() in value.lower() for value in headers.get(LOOP_HEADER.lower(), ())):
         return f"the message carries our {LOOP_HEADER} header (our own mail come back)"
-    if message_id and session.exec(_SENT_BY_US, params={"message_id": message_id}).first():
-        return f"the message is a copy of mail Postdesk sent ({message_id})"
     return None
+
+
+def copy_reason(message_id: str | None, sent_by_us: bool) -> str | None:
+    """Why a message whose Message-ID the outbox holds (``sent_by_us``) is our own mail come back, or None."""
+    return f"the message is a copy of mail Postdesk sent ({message_id})" if sent_by_us else None
+
+
+def _sent_by_us(session: Session, message_id: str) -> bool:
+    return session.connection().execute(_SENT_BY_US, {"message_id": message_id}).first() is not None
 
 
 def reply_cap_reason(session: Session, settings: Settings, ticket_id: int, address: str,
                      now: datetime) -> str | None:
     """Why a mail from ``address`` on this ticket is kept quietly, or None."""
     cap, since = settings.loops.max_replies_per_ticket_per_address, _since(settings, now)
-    count = session.exec(_REPLIES, params={"ticket_id": ticket_id, "address": address.lower(), "since": since}).one()
+    count = session.connection().execute(_REPLIES, {"ticket_id": ticket_id, "address": address.lower(),
+                                                    "since": since}).scalar_one()
     if count < cap:
         return None
     return (f"kept quietly: {address} wrote {count} mails on #{ticket_id} within "
@@ -95,6 +109,7 @@ def skip_reasons(session: Session, settings: Settings, ticket_id: int, notificat
     The whole batch is judged against the mail stored before it (queued earlier in this
     transaction included), in two statements however many recipients it has.
     """
+    queries.write_pending_accounts(session)   # a bounce this very mail cleared (bounces.clear_on_new_mail)
     addresses = [notification.recipient.email.lower() for notification in notifications]
     bouncing = bouncing_reasons(session, addresses)
     limited = [address for notification, address in zip(notifications, addresses)
@@ -134,8 +149,8 @@ def _automatic_mails(session: Session, addresses: Sequence[str], since: datetime
     by_recipients = {json.dumps([address]): address for address in addresses}
     if not by_recipients:
         return {}
-    rows = session.exec(_AUTOMATIC_MAILS, params={"recipients": sorted(by_recipients), "since": since,
-                                                  "ticket_id": ticket_id})
+    rows = session.connection().execute(_AUTOMATIC_MAILS, {"recipients": sorted(by_recipients), "since": since,
+                                                           "ticket_id": ticket_id})
     return {by_recipients[recipients]: (sent, about_ticket or 0) for recipients, sent, about_ticket in rows}
 
 

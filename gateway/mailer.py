@@ -40,30 +40,36 @@ class Deps:
 
 def account_recipient(account: Account, org: Organization | None, settings: Settings, kind: str) -> Recipient:
     """An account as a recipient, in its own locale, else its organisation's, else the desk's."""
-    locale = account.locale or (org.locale if org else None) or settings.desk.default_locale
-    return Recipient(account.email, account.name, locale, kind)
+    return _recipient(account.email, account.name, account.locale, org.locale if org else None, settings, kind)
+
+
+def _recipient(email: str, name: str, locale: str | None, org_locale: str | None, settings: Settings,
+               kind: str) -> Recipient:
+    return Recipient(email, name, locale or org_locale or settings.desk.default_locale, kind)
 
 
 def recipient_for_account(session: Session, account: Account, settings: Settings, kind: str) -> Recipient:
     return account_recipient(account, session.get(Organization, account.organization_id), settings, kind)
 
 
-def recipient_for_agent(agent: Agent) -> Recipient:
+def recipient_for_agent(agent: Agent | queries.AgentName) -> Recipient:
     return Recipient(agent.email, agent.name, agent.locale, "agent")
 
 
 def ticket_facts(session: Session, ticket: Ticket, deps: Deps) -> TicketFacts:
-    requester = session.get(Account, ticket.requester_id)
-    org = session.get(Organization, ticket.organization_id)
-    ccs, followers = views.ccs_and_followers(session, ticket.id, ticket.organization_id)
+    people = views.ticket_people(session, ticket.id, ticket.organization_id, ticket.requester_id)
+
+    def recipient(person: views.PersonOnTicket, kind: str) -> Recipient:
+        return _recipient(person.email, person.name, person.locale, person.org_locale, deps.settings, kind)
+
     return TicketFacts(
         number=ticket.id, subject=ticket.subject, status=ticket.status, type=ticket.type,
-        priority=ticket.priority, module=ticket.module, organization=org.name,
-        requester=recipient_for_account(session, requester, deps.settings, "requester"),
-        ccs=tuple(recipient_for_account(session, a, deps.settings, "cc") for a in ccs),
+        priority=ticket.priority, module=ticket.module, organization=people.organization,
+        requester=recipient(people.requester, "requester"),
+        ccs=tuple(recipient(a, "cc") for a in people.ccs),
         created_at=ticket.created_at, followup_of=ticket.followup_of,
         reply_address=deps.signer.reply_address(deps.settings.smtp.support_address, ticket.id),
-        followers=tuple(recipient_for_account(session, a, deps.settings, "follower") for a in followers),
+        followers=tuple(recipient(a, "follower") for a in people.followers),
     )
 
 
@@ -81,14 +87,18 @@ def agent_recipients(session: Session) -> list[Recipient]:
 
 
 def queue(session: Session, deps: Deps, ticket: Ticket, facts: TicketFacts,
-          notifications: Sequence[Notification], now: datetime) -> list[int]:
+          notifications: Sequence[Notification], now: datetime,
+          history: queries.ThreadHistory | None = None) -> list[int]:
     """Render and compose each notification into the outbox, and record it on the ticket; returns the outbox ids.
 
     Each mail answers (In-Reply-To) the newest message its recipient wrote or was
     sent on this ticket, so it lands in the conversation that person sees; the
     References start with the ticket's first message, a stable thread root.
+    ``history``: the ticket's thread history when the caller knows it (a ticket it just
+    opened); else it is read.
     """
-    history = queries.thread_history(session, ticket.id)
+    if history is None:
+        history = queries.thread_history(session, ticket.id)
     notifications = loops.allowed(session, deps.settings, ticket.id, notifications, now)   # bounces, rate limits
     if not notifications:
         return []

@@ -70,17 +70,18 @@ def _process(session: Session, inbound: Inbound, deps: Deps, now, prepared: Prep
                                     classification, now)
     if early is not None:   # held (limits) or a delivery report (matched to our outbox, never a ticket)
         return Outcome(early.outcome, early.reason, early.ticket, early.code)
-    person = queries.find_person(session, parsed.from_addr)
-    decision = policy.decide(policy.Author(parsed.from_addr, parsed.from_count, person, classification,
+    author = queries.author_of(session, parsed.from_addr, parsed.message_id)
+    decision = policy.decide(policy.Author(parsed.from_addr, parsed.from_count, author.person, classification,
                                            deps.settings.desk.shared_local_parts,
-                                           **screening.worker_facts(session, deps.settings, inbound, parsed)))
+                                           **screening.worker_facts(deps.settings, inbound, parsed,
+                                                                    author.sent_by_us)))
     if decision.verdict is policy.Verdict.REFUSE:
         return Outcome("refused", decision.reason, code=decision.rule)
     if decision.verdict is policy.Verdict.IGNORE:
         return Outcome("ignored", decision.reason, code=decision.rule)
     if decision.verdict is policy.Verdict.QUARANTINE:   # e.g. failed sender authentication: never threaded
         return Outcome("quarantined", decision.reason, code=decision.rule)
-    sender = Sender.load(session, parsed.from_addr, parsed.from_name, deps.settings)
+    sender = Sender.load(session, parsed.from_addr, parsed.from_name, deps.settings, author.agent)
     automatic = classification.auto_generated or classification.bounce
     if not automatic:
         clear_on_new_mail(session, sender.account)   # a bouncing address that writes again works again

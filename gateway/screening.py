@@ -82,11 +82,16 @@ def edge_facts(session: Session, settings: Settings, headers: HeaderSummary, rec
     }
 
 
-def worker_facts(session: Session, settings: Settings, inbound: Inbound, parsed: ParsedMessage) -> dict:
-    """The issue-5 fields of ``policy.Author`` in the worker."""
+def worker_facts(settings: Settings, inbound: Inbound, parsed: ParsedMessage, sent_by_us: bool) -> dict:
+    """The issue-5 fields of ``policy.Author`` in the worker.
+
+    ``sent_by_us``: whether the outbox holds the message's Message-ID, which the worker
+    asks together with who the sender is (``queries.author_of``).
+    """
     released = inbound.released_at is not None
     return {
-        "own_mail": loops.own_mail_reason(session, settings, parsed.headers, parsed.from_addr, parsed.message_id),
+        "own_mail": (loops.looped_reason(settings, parsed.headers, parsed.from_addr)
+                     or loops.copy_reason(parsed.message_id, sent_by_us)),
         "authentication": None if released else AuthResult.from_json(inbound.auth),
         "auth_action": settings.auth.policy,
     }

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert
+from sqlalchemy import bindparam, insert, literal, null, union_all
 from sqlmodel import Session, select
 
 from gateway.policy import Person
@@ -28,9 +28,8 @@ def signing_secret(session: Session) -> bytes:
     return meta.value.encode("utf-8")
 
 
-def _person_statement():
-    address = bindparam("address")
-    return select(
+def _person_columns(address):
+    return (
         select(Agent.active).where(Agent.email == address).scalar_subquery(),
         select(SharedAddress.id).where(SharedAddress.email == address).scalar_subquery(),
         select(Account.active).where(Account.email == address).scalar_subquery(),
@@ -39,7 +38,28 @@ def _person_statement():
     )
 
 
-_PERSON = _person_statement()   # built once: every delivered message asks it, before any transaction
+def _author_statement():
+    address = bindparam("address")
+    return select(
+        *_person_columns(address),
+        select(Agent.name).where(Agent.email == address).scalar_subquery(),
+        select(Agent.locale).where(Agent.email == address).scalar_subquery(),
+        select(Outbox.id).where(Outbox.message_id == bindparam("message_id")).scalar_subquery(),
+    )
+
+
+# Built once: every delivered message asks the first before any transaction, the worker the second.
+_PERSON = select(*_person_columns(bindparam("address")))
+_AUTHOR = _author_statement()
+
+
+def _person(address: str, agent_active, shared_id, account_active, org_name) -> Person:
+    if agent_active is not None:
+        return Person(address, "agent", active=bool(agent_active))
+    shared = shared_id is not None
+    if account_active is None:
+        return Person(address, None, marked_shared=shared)
+    return Person(address, "account", active=bool(account_active), marked_shared=shared, organization=org_name)
 
 
 def find_person(session: Session, address: str | None) -> Person | None:
@@ -47,14 +67,47 @@ def find_person(session: Session, address: str | None) -> Person | None:
     if not address:
         return None
     address = address.lower()
-    agent_active, shared_id, account_active, org_name = session.connection().execute(
-        _PERSON, {"address": address}).one()
-    if agent_active is not None:
-        return Person(address, "agent", active=bool(agent_active))
-    shared = shared_id is not None
-    if account_active is None:
-        return Person(address, None, marked_shared=shared)
-    return Person(address, "account", active=bool(account_active), marked_shared=shared, organization=org_name)
+    return _person(address, *session.connection().execute(_PERSON, {"address": address}).one())
+
+
+@dataclass(frozen=True)
+class AgentName:
+    """An agent as the mail to them addresses them."""
+
+    email: str
+    name: str
+    locale: str
+
+
+@dataclass(frozen=True)
+class Author:
+    """What the worker asks about the author of a message before the sender rules."""
+
+    person: Person | None
+    agent: AgentName | None    # set when the author is an agent (active or not)
+    sent_by_us: bool           # the outbox holds a mail with the message's Message-ID (our own mail come back)
+
+
+def author_of(session: Session, address: str | None, message_id: str | None) -> Author:
+    """:func:`find_person`, the agent's name and whether we sent ``message_id``, in one statement.
+
+    The worker needs all three for every message, before it knows which of them matter.
+    """
+    address = (address or "").lower()
+    row = session.connection().execute(_AUTHOR, {"address": address, "message_id": message_id or None}).one()
+    person = _person(address, *row[:4]) if address else None
+    agent = AgentName(address, row[4], row[5]) if address and row[0] is not None else None
+    return Author(person, agent, row[6] is not None)
+
+
+def write_pending_accounts(session: Session) -> None:
+    """Flush the session if an account has changes not written yet, before a plain read of accounts.
+
+    Such reads skip the ORM and its autoflush; other pending changes (the ticket being
+    updated) wait for the commit, which then writes everything in one flush.
+    """
+    if any(isinstance(obj, Account) for obj in (*session.new, *session.dirty)):
+        session.flush()
 
 
 def account_by_email(session: Session, address: str) -> Account | None:
@@ -65,8 +118,14 @@ def account_by_email(session: Session, address: str) -> Account | None:
 _ACCOUNT_WITH_ORGANIZATION = (select(Account, Organization)
                               .join(Organization, Organization.id == Account.organization_id)
                               .where(Account.email == bindparam("address")))
-_AGENT_BY_EMAIL = select(Agent).where(Agent.email == bindparam("address"))
-_ACTIVE_AGENTS = select(Agent).where(Agent.active).order_by(Agent.id)
+_AGENT, _ACCOUNT = Agent.__table__, Account.__table__
+_ACTIVE_AGENTS = select(_AGENT.c.email, _AGENT.c.name, _AGENT.c.locale).where(_AGENT.c.active).order_by(_AGENT.c.id)
+_ADDRESSES = bindparam("addresses", expanding=True)
+_PEOPLE_AMONG = union_all(
+    select(literal("agent"), _AGENT.c.email, null(), null(), null()).where(_AGENT.c.email.in_(_ADDRESSES)),
+    select(literal("account"), _ACCOUNT.c.email, _ACCOUNT.c.id, _ACCOUNT.c.organization_id, _ACCOUNT.c.active)
+    .where(_ACCOUNT.c.email.in_(_ADDRESSES)),
+)
 
 
 def account_with_organization(session: Session, address: str) -> tuple[Account, Organization] | None:
@@ -74,12 +133,50 @@ def account_with_organization(session: Session, address: str) -> tuple[Account, 
     return session.exec(_ACCOUNT_WITH_ORGANIZATION, params={"address": address.lower()}).first()
 
 
-def agent_by_email(session: Session, address: str) -> Agent | None:
-    return session.exec(_AGENT_BY_EMAIL, params={"address": address.lower()}).first()
+def active_agents(session: Session) -> list[AgentName]:
+    """Every active agent's address, name and locale (plain columns: the worker asks for every batch)."""
+    return [AgentName(*row) for row in session.connection().execute(_ACTIVE_AGENTS)]
 
 
-def active_agents(session: Session) -> list[Agent]:
-    return list(session.exec(_ACTIVE_AGENTS))
+@dataclass(frozen=True)
+class AccountRef:
+    """The columns of an account that decide whether it may be a CC."""
+
+    id: int
+    email: str
+    organization_id: int
+    active: bool
+
+
+def people_among(session: Session, addresses: Sequence[str]) -> tuple[set[str], dict[str, AccountRef]]:
+    """Which of ``addresses`` are agents, and the accounts of them by address (all lowercased), in one statement."""
+    wanted = sorted({address.lower() for address in addresses})
+    if not wanted:
+        return set(), {}
+    agents: set[str] = set()
+    accounts: dict[str, AccountRef] = {}
+    for kind, email, account_id, org_id, active in session.connection().execute(_PEOPLE_AMONG,
+                                                                                 {"addresses": wanted}):
+        if kind == "agent":
+            agents.add(email)
+        else:
+            accounts[email] = AccountRef(account_id, email, org_id, bool(active))
+    return agents, accounts
+
+
+_MESSAGE, _TICKET = MessageRecord.__table__, Ticket.__table__
+# Built once, each with the organisation of the ticket a message is on: the threader asks
+# whether the sender may write on that ticket next, and needs no query of its own then.
+_MESSAGE_IDS = bindparam("message_ids", expanding=True)
+_TICKETS_OF_MESSAGES = (select(_MESSAGE.c.message_id, _MESSAGE.c.ticket_id, _TICKET.c.organization_id)
+                        .select_from(_MESSAGE.outerjoin(_TICKET, _TICKET.c.id == _MESSAGE.c.ticket_id))
+                        .where(_MESSAGE.c.message_id.in_(_MESSAGE_IDS))
+                        .order_by(_MESSAGE.c.id))
+_SENT_MESSAGES = (select(_MESSAGE.c.message_id, _MESSAGE.c.recipient, _MESSAGE.c.ticket_id,
+                         _TICKET.c.organization_id)
+                  .select_from(_MESSAGE.outerjoin(_TICKET, _TICKET.c.id == _MESSAGE.c.ticket_id))
+                  .where(_MESSAGE.c.message_id.in_(_MESSAGE_IDS), _MESSAGE.c.direction == "outbound"))
+_TICKET_ORGANIZATION = select(_TICKET.c.organization_id).where(_TICKET.c.id == bindparam("number"))
 
 
 class StoredThreads:
@@ -92,6 +189,7 @@ class StoredThreads:
         self.sender_email = sender_email
         self.unverified: list[str] = []   # Message-IDs of our shape whose signature did not verify
         self.missing: list[str] = []      # Message-IDs not of our shape that no stored message carries
+        self._organizations: dict[int, int | None] = {}   # ticket -> its organisation (None: no such ticket)
 
     def ticket_for_token(self, address: str) -> int | None:
         return self.signer.ticket_from_address(address, self.support_address)
@@ -103,11 +201,10 @@ class StoredThreads:
         others = [mid for mid in message_ids if mid not in ours]
         found: dict[str, int] = {}
         if others:
-            rows = self.session.exec(select(MessageRecord.message_id, MessageRecord.ticket_id)
-                                     .where(MessageRecord.message_id.in_(others))
-                                     .order_by(MessageRecord.id))
-            for mid, ticket_id in rows:
+            rows = self.session.connection().execute(_TICKETS_OF_MESSAGES, {"message_ids": others})
+            for mid, ticket_id, org_id in rows:
                 found.setdefault(mid, ticket_id)
+                self._organizations[ticket_id] = org_id
         found.update(self._own_message_ids(ours))
         self.missing = [mid for mid in dict.fromkeys(others) if mid not in found]
         return found
@@ -117,10 +214,11 @@ class StoredThreads:
         mail is not on record, against the sender): a made-up or altered one is never followed."""
         if not message_ids:
             return {}
-        rows = self.session.exec(select(MessageRecord.message_id, MessageRecord.recipient)
-                                 .where(MessageRecord.message_id.in_(list(message_ids)),
-                                        MessageRecord.direction == "outbound"))
-        sent = {mid: recipient for mid, recipient in rows}
+        sent = {}
+        for mid, recipient, ticket_id, org_id in self.session.connection().execute(
+                _SENT_MESSAGES, {"message_ids": list(message_ids)}):
+            sent[mid] = recipient
+            self._organizations[ticket_id] = org_id
         found: dict[str, int] = {}
         for mid in dict.fromkeys(message_ids):
             number = self.signer.verify_message_id(mid, sent.get(mid) or self.sender_email)
@@ -138,11 +236,18 @@ class StoredThreads:
         return tickets_naming(self.session, message_id)
 
     def ticket_exists(self, number: int) -> bool:
-        return self.session.get(Ticket, number) is not None
+        return self._organization_of(number) is not None
 
     def may_write(self, number: int) -> bool:
-        ticket = self.session.get(Ticket, number)
-        return ticket is not None and (self.sender_is_agent or ticket.organization_id == self.sender_org_id)
+        org_id = self._organization_of(number)
+        return org_id is not None and (self.sender_is_agent or org_id == self.sender_org_id)
+
+    def _organization_of(self, number: int) -> int | None:
+        """The organisation of ticket ``number`` (None: no such ticket), read once per message."""
+        if number not in self._organizations:
+            self._organizations[number] = self.session.connection().execute(
+                _TICKET_ORGANIZATION, {"number": number}).scalar()
+        return self._organizations[number]
 
 
 def ticket_ccs(session: Session, ticket_id: int, active_only: bool = True) -> list[Account]:
@@ -152,14 +257,16 @@ def ticket_ccs(session: Session, ticket_id: int, active_only: bool = True) -> li
     return list(session.exec(query.order_by(Account.id)))
 
 
-_INSERT_CC = insert(TicketCC.__table__)
+_CC = TicketCC.__table__
+_INSERT_CC = insert(_CC)
+_CC_IDS = select(_CC.c.account_id).where(_CC.c.ticket_id == bindparam("ticket_id"))
 
 
-def add_ccs(session: Session, ticket_id: int, accounts: Sequence[Account]) -> None:
+def add_ccs(session: Session, ticket_id: int, accounts: Sequence[Account | AccountRef]) -> None:
     """Make ``accounts`` CCs of the ticket (those not yet), written at once."""
     if not accounts:   # nothing to add: no need to read the ticket's CCs
         return
-    existing = {a.id for a in ticket_ccs(session, ticket_id, active_only=False)}
+    existing = set(session.connection().execute(_CC_IDS, {"ticket_id": ticket_id}).scalars())
     rows = []
     for account in accounts:
         if account.id not in existing:
@@ -177,15 +284,15 @@ class ThreadHistory:
     last_seen: dict[str, str]      # person (lowercased) -> Message-ID of the newest message they wrote or were sent
 
 
-_THREAD_HISTORY = (select(MessageRecord.internal, MessageRecord.direction, MessageRecord.author_email,
-                          MessageRecord.recipient, MessageRecord.message_id)
-                   .where(MessageRecord.ticket_id == bindparam("ticket_id"), MessageRecord.message_id.is_not(None))
-                   .order_by(MessageRecord.id))
+_THREAD_HISTORY = (select(_MESSAGE.c.internal, _MESSAGE.c.direction, _MESSAGE.c.author_email,
+                          _MESSAGE.c.recipient, _MESSAGE.c.message_id)
+                   .where(_MESSAGE.c.ticket_id == bindparam("ticket_id"), _MESSAGE.c.message_id.is_not(None))
+                   .order_by(_MESSAGE.c.id))
 
 
 def thread_history(session: Session, ticket_id: int) -> ThreadHistory:
     """The ticket's :class:`ThreadHistory`, read in one statement."""
-    rows = session.exec(_THREAD_HISTORY, params={"ticket_id": ticket_id})
+    rows = session.connection().execute(_THREAD_HISTORY, {"ticket_id": ticket_id})
     references: dict[str, None] = {}
     newest: dict[str, str] = {}
     for internal, direction, author, recipient, message_id in rows:
@@ -195,6 +302,13 @@ def thread_history(session: Session, ticket_id: int) -> ThreadHistory:
         if person:
             newest[person.lower()] = message_id
     return ThreadHistory(list(references), newest)
+
+
+def first_message_history(author_email: str, message_id: str | None) -> ThreadHistory:
+    """The :class:`ThreadHistory` of a ticket just opened by one public inbound message, known without a query."""
+    if not message_id:
+        return ThreadHistory([], {})
+    return ThreadHistory([message_id], {author_email.lower(): message_id})
 
 
 _INSERT_EVENT = insert(TicketEvent.__table__)

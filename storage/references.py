@@ -20,6 +20,7 @@ DEFERRED = "deferred"
 
 # Plain statements: these run for every processed message, and an ORM-enabled UPDATE costs
 # about 25 times as much as the statement itself (issue 7 item 5: no ORM overhead in hot lookups).
+_REMEMBER = insert(MessageReference.__table__)
 _FORGET = text("DELETE FROM message_reference WHERE inbound_id = :inbound_id")
 _TICKETS_NAMING = text("SELECT ticket_id FROM message_reference WHERE referenced = :message_id "
                        "AND ticket_id IS NOT NULL ORDER BY id")
@@ -35,22 +36,23 @@ def remember(session: Session, inbound_id: int, message_ids: Sequence[str], tick
     rows = [{"referenced": mid, "inbound_id": inbound_id, "ticket_id": ticket_id, "created_at": now}
             for mid in dict.fromkeys(message_ids)]
     if rows:
-        session.execute(insert(MessageReference.__table__), rows)
+        session.connection().execute(_REMEMBER, rows)
 
 
 def forget(session: Session, inbound_id: int) -> None:
     """Drop what an earlier pass over inbound ``inbound_id`` noted (it waited; now it is processed again)."""
-    session.execute(_FORGET, {"inbound_id": inbound_id})
+    session.connection().execute(_FORGET, {"inbound_id": inbound_id})
 
 
 def tickets_naming(session: Session, message_id: str) -> list[int]:
     """Tickets holding a message that named ``message_id`` before it arrived, earliest first."""
-    return list(dict.fromkeys(session.execute(_TICKETS_NAMING, {"message_id": message_id}).scalars()))
+    rows = session.connection().execute(_TICKETS_NAMING, {"message_id": message_id})
+    return list(dict.fromkeys(rows.scalars()))
 
 
 def wake_waiting(session: Session, message_id: str) -> int:
     """Put every message deferred while waiting for ``message_id`` back in the queue; returns how many."""
-    return session.execute(_WAKE, {"message_id": message_id}).rowcount or 0
+    return session.connection().execute(_WAKE, {"message_id": message_id}).rowcount or 0
 
 
 def release_due(session: Session, now: datetime) -> int:

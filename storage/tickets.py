@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import insert
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session
 
 from gateway.lifecycle import Status, TicketState
@@ -16,13 +17,19 @@ from storage.models import Attachment, MessageRecord, Ticket
 def open_ticket(session: Session, *, org_id: int, requester_id: int, subject: str, type_: str,
                 priority: str | None, module: str | None, now: datetime, followup_of: int | None = None,
                 last_customer_at: datetime | None = None, first_response_due_at: datetime | None = None) -> Ticket:
-    """Insert a new open ticket with its clocks already set (one INSERT, no UPDATE after it); flushed for its number."""
+    """Insert a new open ticket with its clocks already set (one INSERT, no UPDATE after it); returns it numbered.
+
+    A plain insert, without the cost of an ORM flush. The ticket comes back detached, as if
+    read and let go: a later change joins it to the session (``session.add``) and is written
+    as an UPDATE, and a savepoint rolled back after the insert leaves no stale copy in the session.
+    """
     ticket = Ticket(organization_id=org_id, requester_id=requester_id, subject=subject, status=Status.OPEN.value,
                     type=type_, priority=priority, module=module, followup_of=followup_of,
                     created_at=now, updated_at=now, status_changed_at=now, last_customer_at=last_customer_at,
                     first_response_due_at=first_response_due_at)
-    session.add(ticket)
-    session.flush()
+    values = {column: getattr(ticket, column) for column in _TICKET_COLUMNS}
+    ticket.id = session.connection().execute(_INSERT_TICKET, values).inserted_primary_key[0]
+    make_transient_to_detached(ticket)
     return ticket
 
 
@@ -40,18 +47,23 @@ def state_of(ticket: Ticket) -> TicketState:
 
 
 def save_state(session: Session, ticket: Ticket, state: TicketState, now: datetime) -> None:
+    values = {
+        "status": state.status.value, "type": state.type, "priority": state.priority, "module": state.module,
+        "solved_at": state.solved_at, "closed_at": state.closed_at, "last_customer_at": state.last_customer_at,
+        "awaiting_since": state.awaiting_since, "status_request_sent_at": state.status_request_sent_at,
+        "first_response_due_at": state.first_response_due_at, "first_responded_at": state.first_responded_at,
+        "first_response_warning": state.first_response_warning, "updated_at": now,
+    }
     if state.status.value != ticket.status:
-        ticket.status_changed_at = now
-    ticket.status, ticket.type, ticket.priority, ticket.module = state.status.value, state.type, state.priority, state.module
-    ticket.solved_at, ticket.closed_at = state.solved_at, state.closed_at
-    ticket.last_customer_at, ticket.awaiting_since = state.last_customer_at, state.awaiting_since
-    ticket.status_request_sent_at = state.status_request_sent_at
-    ticket.first_response_due_at, ticket.first_responded_at = state.first_response_due_at, state.first_responded_at
-    ticket.first_response_warning = state.first_response_warning
-    ticket.updated_at = now
+        values["status_changed_at"] = now
+    for key, value in values.items():
+        if getattr(ticket, key) != value:   # an unchanged value is not written anyway: no need to track it
+            setattr(ticket, key, value)
     session.add(ticket)
 
 
+_INSERT_TICKET = insert(Ticket.__table__)
+_TICKET_COLUMNS = [column.key for column in Ticket.__table__.columns if column.key != "id"]
 _INSERT_MESSAGE = insert(MessageRecord.__table__)
 _INSERT_ATTACHMENT = insert(Attachment.__table__)
 

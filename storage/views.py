@@ -6,30 +6,70 @@ contact of an organisation. Read-only functions that take a Session.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import and_, bindparam, or_
 from sqlmodel import Session, func, select
 
-from storage.models import Account, Ticket, TicketCC
+from storage.models import Account, Organization, Ticket, TicketCC
+from storage.queries import write_pending_accounts
 
 SCOPES = ("mine", "cc", "org")
 
 
-def _ccs_and_followers_statement():
-    is_cc = Account.id.in_(select(TicketCC.account_id).where(TicketCC.ticket_id == bindparam("ticket_id")))
-    follows = and_(Account.organization_id == bindparam("org_id"), Account.follows)
-    return select(Account, is_cc, follows).where(Account.active, or_(is_cc, follows)).order_by(Account.id)
+@dataclass(frozen=True)
+class PersonOnTicket:
+    """An account that mail about a ticket goes to, with what its locale falls back on."""
+
+    email: str
+    name: str
+    locale: str | None
+    org_locale: str | None     # of the account's own organisation
 
 
-_CCS_AND_FOLLOWERS = _ccs_and_followers_statement()   # built once: every notification batch asks it
+@dataclass(frozen=True)
+class TicketPeople:
+    """Who mail about a ticket goes to, and the name of the ticket's organisation."""
+
+    organization: str
+    requester: PersonOnTicket
+    ccs: list[PersonOnTicket]         # active CCs, by account id
+    followers: list[PersonOnTicket]   # active accounts of the ticket's organisation that follow it, by account id
 
 
-def ccs_and_followers(session: Session, ticket_id: int, org_id: int) -> tuple[list[Account], list[Account]]:
-    """The ticket's active CCs, and the active accounts of the organisation that follow it.
+def _ticket_people_statement():
+    account, org, cc = Account.__table__, Organization.__table__, TicketCC.__table__
+    requester = account.c.id == bindparam("requester_id")
+    is_cc = account.c.id.in_(select(cc.c.account_id).where(cc.c.ticket_id == bindparam("ticket_id")))
+    follows = and_(account.c.organization_id == bindparam("org_id"), account.c.follows)
+    org_name = select(org.c.name).where(org.c.id == bindparam("org_id")).scalar_subquery()
+    return (select(account.c.email, account.c.name, account.c.locale, org.c.locale, account.c.active,
+                   requester, is_cc, follows, org_name)
+            .select_from(account.outerjoin(org, org.c.id == account.c.organization_id))
+            .where(or_(requester, and_(account.c.active, or_(is_cc, follows))))
+            .order_by(account.c.id))
 
-    One statement for both lists (each by account id), since every notification batch needs both.
+
+_TICKET_PEOPLE = _ticket_people_statement()   # built once: every notification batch asks it
+
+
+def ticket_people(session: Session, ticket_id: int, org_id: int, requester_id: int) -> TicketPeople:
+    """The ticket's requester, active CCs and followers, and its organisation's name, in one statement.
+
+    Plain columns rather than accounts: every notification batch asks, and only reads them.
+    Changes to accounts still pending in the session (a name taken from the mail being
+    processed) are written first, so the answer includes them.
     """
-    rows = session.exec(_CCS_AND_FOLLOWERS, params={"ticket_id": ticket_id, "org_id": org_id}).all()
-    return [a for a, cc, _ in rows if cc], [a for a, _, follower in rows if follower]
+    write_pending_accounts(session)
+    rows = session.connection().execute(_TICKET_PEOPLE, {"ticket_id": ticket_id, "org_id": org_id,
+                                                         "requester_id": requester_id}).all()
+    people = [(PersonOnTicket(*row[:4]), row) for row in rows]
+    return TicketPeople(
+        organization=rows[0][8],
+        requester=next(person for person, row in people if row[5]),
+        ccs=[person for person, row in people if row[4] and row[6]],
+        followers=[person for person, row in people if row[4] and row[7]],
+    )
 
 
 def main_contact(session: Session, org_id: int) -> Account | None:
