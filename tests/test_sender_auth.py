@@ -106,6 +106,8 @@ def headers_of(raw: bytes):
     ("trusted A-R dmarc=pass, no signature", "pass"),
     ("untrusted A-R dmarc=pass, body changed", "fail"),
     ("forged trusted-id A-R below the border's", "fail"),
+    ("another hop's A-R dmarc=pass above the border's dmarc=fail", "fail"),
+    ("trusted A-R after a comment, in capitals, dmarc=fail", "fail"),
 ])
 def test_authenticate_when(keys, zone, case, expected):
     """One row per way a From domain does or does not vouch for a message."""
@@ -138,6 +140,14 @@ def test_authenticate_when(keys, zone, case, expected):
     if case.startswith("forged trusted-id"):
         raw = (f"Authentication-Results: {border}; dmarc=fail header.from=acme.example\r\n"
                f"Authentication-Results: {border}; dmarc=pass header.from=acme.example\r\n").encode() + raw
+        config = AuthConfig(trusted_authserv_ids=(border,))
+    if case.startswith("another hop's"):
+        raw = (b"Authentication-Results: relay.evil.example; dmarc=pass header.from=acme.example\r\n"
+               + f"Authentication-Results: {border}; dmarc=fail header.from=acme.example\r\n".encode() + raw)
+        config = AuthConfig(trusted_authserv_ids=(border,))
+    if case.startswith("trusted A-R after a comment"):
+        raw = (f"Authentication-Results: (checked at the border) {border.upper()};\r\n"
+               f"\tdmarc=fail header.from=acme.example\r\n").encode() + raw
         config = AuthConfig(trusted_authserv_ids=(border,))
     headers, from_addr = headers_of(raw)
     assert authenticate(raw, headers, from_addr, config, zone).verdict == expected
