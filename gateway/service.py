@@ -73,6 +73,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None, create: bool =
 
 
 WORKER_BATCH = 20
+PENDING_PER_LOOK = 20   # how many pending messages the worker takes before it looks whether to stop
 
 
 def spool_location(settings: Settings):
@@ -111,11 +112,19 @@ class BackgroundWork:
     def check(self) -> None:
         """Nothing to supervise in a thread: an error ends a pass, never the loop."""
 
-    def one_pass(self) -> None:
+    def one_pass(self, final: bool = False) -> None:
+        """Process what is pending, fire due timers, send due mail.
+
+        Asked to stop, the worker ends after the messages in hand; the final pass after
+        that processes what is still pending for at most ``[smtp] shutdown_grace_seconds``
+        (the rest waits, stored, for the next start).
+        """
         rt = self.runtime
+        deadline = time.monotonic() + rt.settings.smtp.shutdown_grace_seconds
         release_waiting(rt.engine, rt.clock.now())   # replies whose parent did not come in time
-        while process_pending(rt.engine, rt.deps, rt.clock, batch=self.batch):
-            pass
+        while process_pending(rt.engine, rt.deps, rt.clock, limit=PENDING_PER_LOOK, batch=self.batch):
+            if time.monotonic() > deadline if final else self.stopping.is_set():
+                break
         if time.monotonic() >= self._next_tick:
             run_due(rt.engine, rt.deps, rt.clock.now())
             self._next_tick = time.monotonic() + rt.settings.desk.tick_interval_seconds
@@ -133,7 +142,7 @@ class BackgroundWork:
         if not self.stopping.is_set():   # orphaned: the next serve's worker takes over
             return
         try:
-            self.one_pass()
+            self.one_pass(final=True)
         except Exception:  # noqa: BLE001
             log.exception("final pass failed")
 

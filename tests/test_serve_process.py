@@ -247,3 +247,47 @@ def test_mail_answered_250_while_the_database_is_locked_survives_sigkill_in_the_
     inbound = json.loads(postdesk(config, "inbound", "list", "--json").stdout)
     assert [(i["subject"], i["outcome"]) for i in inbound] == [("Accepted while the database was busy",
                                                                 "ticket_created")]
+
+
+def test_sigterm_during_a_backlog_stops_after_the_messages_in_hand_and_the_rest_waits(tmp_path):
+    # A burst left hundreds of messages pending: SIGTERM must not wait for all of them (a service manager
+    # would SIGKILL it); what is left stays pending and is processed, once, by the next start.
+    from gateway.config import load_settings
+    from gateway.intake import receive
+    from gateway.service import build_runtime
+    with serve_process(tmp_path) as (config, port, proc):
+        proc.kill()   # only the installation is wanted here: the backlog is stored while nothing runs
+        proc.wait(timeout=10)
+    text = config.read_text().replace("[smtp]\n", "[smtp]\nshutdown_grace_seconds = 0.2\n", 1)
+    config.write_text(text)
+    settings = load_settings(config)
+    runtime = build_runtime(settings, create=False)
+    for n in range(400):
+        raw = mail("alice@acme.example", f"Backlog {n}", "The export fails.").as_bytes()
+        assert receive(runtime.engine, settings, raw, "alice@acme.example", [SUPPORT],
+                       runtime.clock.now()).status == "accepted"
+    counts = lambda: dict(sqlite3.connect(tmp_path / "postdesk.db").execute(   # noqa: E731
+        "SELECT outcome, count(*) FROM inbound GROUP BY outcome").fetchall())
+    with open(tmp_path / "serve-2.log", "w") as log:
+        again = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                                 stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            wait_for(lambda: counts().get("ticket_created", 0) >= 5, timeout=30)
+            again.send_signal(signal.SIGTERM)
+            assert again.wait(timeout=60) == 0
+        finally:
+            if again.poll() is None:
+                again.kill()
+    stopped = counts()
+    assert stopped.get("pending", 0) > 0 and stopped.get("ticket_created", 0) >= 5
+    tickets = json.loads(postdesk(config, "ticket", "list", "--json").stdout)
+    assert len(tickets) == stopped["ticket_created"]   # each processed message made its ticket, once
+    with open(tmp_path / "serve-3.log", "w") as log:
+        third = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                                 stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            wait_for(lambda: counts() == {"ticket_created": 400}, timeout=120)
+        finally:
+            third.send_signal(signal.SIGTERM)
+            third.wait(timeout=60)
+    assert len(json.loads(postdesk(config, "ticket", "list", "--json").stdout)) == 400
