@@ -21,6 +21,10 @@ Only mail that `serve` receives (SMTP, LMTP) waits, and only on its first pass: 
 worker releases the wait. Mail fetched from a mailbox, piped in or replayed is
 processed by its own command at once, and a requeued message is not held up again;
 rule 2 covers those. This module carries the rules out inside the caller's transaction.
+
+Rule 2 holds for ``[desk] late_parent_days``: most Message-IDs a reply names never
+arrive (mail of other systems, long quoted chains), so the timers delete older notes
+(:func:`prune_notes`), in batches of their own transactions.
 """
 from __future__ import annotations
 
@@ -35,13 +39,14 @@ from gateway.config import Settings
 from gateway.intake import ENVELOPE_CHANNELS
 from gateway.threader import ThreadMatch, parent_wait_until
 from storage import references
-from storage.db import transaction
+from storage.db import let_front_doors_go, reading, transaction
 from storage.models import Inbound
 
 log = logging.getLogger(__name__)
 
 DEFERRED = references.DEFERRED
 RULE = "awaiting-parent"
+PRUNE_BATCH = 1000    # notes deleted per transaction: each holds SQLite's write lock for milliseconds only
 
 
 def wait_for_parent(settings: Settings, inbound: Inbound, match: ThreadMatch, now: datetime) -> str | None:
@@ -78,3 +83,32 @@ def release_waiting(engine: Engine, now: datetime) -> int:
     if released:
         log.info("%d deferred message%s waited long enough for a parent", released, "" if released == 1 else "s")
     return released
+
+
+def prune_notes(engine: Engine, settings: Settings, now: datetime, dry_run: bool = False) -> int:
+    """Delete the notes older than ``[desk] late_parent_days`` at ``now``; returns how many (``dry_run``: would).
+
+    A parent that has not come by then will not join its reply's ticket any more.
+    """
+    cutoff = now - timedelta(days=settings.desk.late_parent_days)
+    if dry_run:
+        with reading(engine) as session:
+            removed = references.count_older(session, cutoff)
+    else:
+        removed = _delete_older(engine, cutoff)
+    if removed:
+        log.info("%s %d note%s of Message-IDs not received within %d days", "would delete" if dry_run else "deleted",
+                 removed, "" if removed == 1 else "s", settings.desk.late_parent_days)
+    return removed
+
+
+def _delete_older(engine: Engine, cutoff: datetime) -> int:
+    """One transaction per batch, the front doors first between two: a backlog of millions never holds up intake."""
+    removed = 0
+    while True:
+        with transaction(engine) as session:
+            batch = references.prune(session, cutoff, PRUNE_BATCH)
+        removed += batch
+        if batch < PRUNE_BATCH:
+            return removed
+        let_front_doors_go(engine)

@@ -103,6 +103,7 @@ class DeskConfig:
     worker_poll_seconds: float = 1.0
     tick_interval_seconds: float = 60.0
     parent_wait_seconds: float = 2.0       # a reply naming only messages not received yet waits for them (0: never)
+    late_parent_days: int = 7              # a late parent joins its reply's ticket this long; older notes are deleted
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,8 @@ def _check_time_rules(settings: Settings) -> None:
         raise ConfigError("[targets] warn_before_hours must not be negative")
     if not 0 <= settings.desk.parent_wait_seconds <= 600:   # later than an SMTP DATA timeout is not "in flight"
         raise ConfigError("[desk] parent_wait_seconds must be between 0 and 600")
+    if settings.desk.late_parent_days < 1:
+        raise ConfigError("[desk] late_parent_days must be at least 1")
     from gateway.hours import support_hours   # the one place that understands [hours]
     try:
         support_hours(settings.hours)

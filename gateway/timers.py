@@ -9,7 +9,9 @@ process; SQLite's ``BEGIN IMMEDIATE`` serialises the transactions), re-check the
 rule on the freshly read row, then save the state, the system event (actor
 ``system``, kind = the rule's name) and the notifications together. So a rule
 fires and its mail is queued once, however often and in how many processes
-``tick`` runs. Ticket rows are read and changed here, through ``storage``.
+``tick`` runs. Ticket rows are read and changed here, through ``storage``. Each
+pass also deletes the out-of-order notes that outlived ``[desk] late_parent_days``
+(``arrival.prune_notes``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from gateway import lifecycle, notifications, targets
+from gateway.arrival import prune_notes
 from gateway.config import Settings
 from gateway.hours import support_hours
 from gateway.mailer import Deps, agent_recipients, queue, ticket_facts
@@ -47,7 +50,7 @@ def due_rule(state: lifecycle.TicketState, now: datetime, settings: Settings) ->
 
 
 def run_due(engine: Engine, deps: Deps, now: datetime, dry_run: bool = False) -> list[Firing]:
-    """Fire every rule due at ``now`` (``dry_run``: only report what would fire)."""
+    """Fire every rule due at ``now``, then delete outlived notes (``dry_run``: only report what would happen)."""
     fired: list[Firing] = []
     for ticket_id in _candidates(engine, deps.settings, now):
         try:
@@ -58,6 +61,7 @@ def run_due(engine: Engine, deps: Deps, now: datetime, dry_run: bool = False) ->
         if firing is not None:
             fired.append(firing)
             log.info("tick: #%s %s%s", firing.ticket, firing.rule, " (dry run)" if dry_run else "")
+    prune_notes(engine, deps.settings, now, dry_run)
     return fired
 
 

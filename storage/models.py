@@ -265,4 +265,4 @@ class MessageReference(SQLModel, table=True):
     referenced: str = Field(index=True)
     inbound_id: int = Field(foreign_key="inbound.id", index=True)
     ticket_id: Optional[int] = Field(default=None, foreign_key="ticket.id")
-    created_at: datetime = _ts()
+    created_at: datetime = _ts(index=True)   # the timers delete old notes by age (gateway/arrival.py)

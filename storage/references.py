@@ -4,7 +4,9 @@ A processed message whose In-Reply-To/References name Message-IDs nobody has sto
 leaves one ``message_reference`` row per such Message-ID: without a ticket while it
 waits for its parent (its inbound row is ``deferred``), with its ticket once it is on
 one. Every lookup goes through the index on ``referenced``; messages whose references
-are all known write nothing here. Each function works inside the caller's transaction.
+are all known write nothing here. A note outlives its use: most named Message-IDs never
+arrive, so the timers delete old notes in small batches through the index on
+``created_at``. Each function works inside the caller's transaction.
 """
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ _TICKETS_NAMING = text("SELECT ticket_id FROM message_reference WHERE referenced
                        "AND ticket_id IS NOT NULL ORDER BY id")
 _WAKE = text("UPDATE inbound SET outcome = 'pending' WHERE outcome = 'deferred' AND id IN "
              "(SELECT inbound_id FROM message_reference WHERE referenced = :message_id AND ticket_id IS NULL)")
+_PRUNE = text("DELETE FROM message_reference WHERE id IN "
+               "(SELECT id FROM message_reference WHERE created_at < :cutoff LIMIT :limit)"
+               ).bindparams(bindparam("cutoff", type_=UTCDateTime()))
+_COUNT_OLDER = text("SELECT count(*) FROM message_reference WHERE created_at < :cutoff"
+                    ).bindparams(bindparam("cutoff", type_=UTCDateTime()))
 _RELEASE = text("UPDATE inbound SET outcome = 'pending' WHERE outcome = 'deferred' AND wait_until <= :now"
                 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
@@ -58,3 +65,17 @@ def wake_waiting(session: Session, message_id: str) -> int:
 def release_due(session: Session, now: datetime) -> int:
     """Put every deferred message whose wait is over at ``now`` back in the queue; returns how many."""
     return session.execute(_RELEASE, {"now": now}).rowcount or 0
+
+
+def prune(session: Session, cutoff: datetime, limit: int) -> int:
+    """Delete at most ``limit`` notes written before ``cutoff``; returns how many.
+
+    Bounded, so that a backlog of millions is many short transactions, never one that
+    holds SQLite's single write lock while senders wait.
+    """
+    return session.connection().execute(_PRUNE, {"cutoff": cutoff, "limit": limit}).rowcount or 0
+
+
+def count_older(session: Session, cutoff: datetime) -> int:
+    """How many notes were written before ``cutoff`` (what :func:`prune` would delete in all)."""
+    return session.connection().execute(_COUNT_OLDER, {"cutoff": cutoff}).scalar_one()
