@@ -445,11 +445,17 @@ def cmd_ticket_show(args) -> int:
 
 
 def cmd_inbound_list(args) -> int:
-    _, engine = _engine(args)
+    settings, engine = _engine(args)
     with transaction(engine) as session:
         data = queries.list_inbound(session, args.outcome)
     _print(args, data, "\n".join(f"{r['id']} {r['received_at']} {r['from']}: {r['outcome']}: {r['reason']}"
                                  for r in data) or "no inbound messages")
+    from gateway.service import spool_location
+    from storage.spool import waiting
+    spooled = waiting(spool_location(settings))
+    if spooled:   # accepted (250) but not in the database yet: `serve` files them when it runs
+        print(f"{spooled} accepted message{' waits' if spooled == 1 else 's wait'} in the spool "
+              f"({spool_location(settings).name}); `postdesk serve` files them into this list", file=sys.stderr)
     return 0
 
 

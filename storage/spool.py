@@ -17,6 +17,7 @@ transaction).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sqlite3
@@ -96,6 +97,17 @@ class Spool:
                 if self._connection.in_transaction:
                     cursor.execute("ROLLBACK")
                 raise
+
+
+def waiting(path: Path | None) -> int:
+    """How many entries a spool file holds, read without creating it (0 when there is none)."""
+    if path is None or not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        try:
+            return connection.execute("SELECT count(*) FROM spool").fetchone()[0]
+        except sqlite3.OperationalError:   # created, table not yet
+            return 0
 
 
 def spool_path(database_url: str) -> Path | None:

@@ -232,6 +232,8 @@ def test_mail_answered_250_while_the_database_is_locked_survives_sigkill_in_the_
         assert db.execute("SELECT count(*) FROM inbound WHERE subject LIKE 'Accepted%'").fetchone() == (0,)
     with sqlite3.connect(tmp_path / "postdesk.spool.db") as spool:
         assert spool.execute("SELECT count(*) FROM spool").fetchone() == (1,)
+    listed = postdesk(config, "inbound", "list", "--json")
+    assert json.loads(listed.stdout) == [] and "1 accepted message waits in the spool" in listed.stderr
     with open(tmp_path / "serve-again.log", "w") as log:
         again = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
                                  stdout=subprocess.DEVNULL, stderr=log)
