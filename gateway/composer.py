@@ -14,6 +14,7 @@ one line first. This Python may predate the generator's own check
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import quopri
 import re
@@ -29,6 +30,7 @@ from gateway.rendering import RenderedMail, one_line
 MAX_REFERENCES = 10  # the root plus the last nine (RFC 5322 §3.6.4 allows trimming)
 MAX_MSG_ID_CHARS = 250
 MAX_CHILD_BLOCKS = 64  # keeps Thread-Index under ~450 characters
+MAX_CACHED_PART_CHARS = 32 * 1024  # notification bodies are a few KB; see _part
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -112,19 +114,27 @@ def compose(rendered: RenderedMail, *, from_addr: str, from_name: str, to_addr: 
 
 def _fold(name: str, value: str) -> str:
     """``Name: value`` CRLF, folded at spaces to lines of at most 78 characters where possible."""
-    if "\r" in value or "\n" in value.replace("\r\n ", ""):
+    if "\r" in value or "\n" in value:
         raise ValueError(f"header {name} would break the header block")
-    lines, line = [], f"{name}:"
+    if len(name) + 2 + len(value) <= 78:   # most headers: nothing to fold
+        return f"{name}: {value}{CRLF}"
+    start = f"{name}:"
+    lines, line = [], start
     for token in value.split(" "):
-        if line != f"{name}:" and len(line) + 1 + len(token) > 78:
+        if line != start and len(line) + 1 + len(token) > 78:
             lines.append(line)
             line = ""
         line += f" {token}"
     return CRLF.join([*lines, line]) + CRLF
 
 
+@functools.lru_cache(maxsize=512)
 def _text_header(name: str, value: str) -> str:
-    """Header text with only its non-ASCII words RFC 2047-encoded, so "[#12] AW:" stays readable raw."""
+    """Header text with only its non-ASCII words RFC 2047-encoded, so "[#12] AW:" stays readable raw.
+
+    Cached: a message's mails share their Thread-Topic and most of their subjects, and
+    encoding a non-ASCII word costs more than the rest of the header block.
+    """
     if value.isascii() and "=?" not in value and len(value) <= 900:
         return value
     out: list[str] = []
@@ -154,6 +164,20 @@ def _date(value: datetime) -> str:
 
 
 def _address(addr: str, name: str | None) -> str:
+    """``Name <addr>`` (the name RFC 2047-encoded when it needs to be), or the bare address."""
+    if type(addr) is str and (name is None or type(name) is str):
+        return _cached_address(addr, name)
+    return _format_address(addr, name)   # not text (a caller's bug): checked and refused as ever
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_address(addr: str, name: str | None) -> str:
+    # The same support address, agents and customers recur in every message. A refused
+    # address raises, so it is never cached and is checked again each time.
+    return _format_address(addr, name)
+
+
+def _format_address(addr: str, name: str | None) -> str:
     display = one_line(name or "", limit=200)
     return formataddr((display, check_address(addr)), charset="utf-8") if display else check_address(addr)
 
@@ -236,7 +260,18 @@ def _body(rendered: RenderedMail) -> str:
 
 
 def _part(subtype: str, content: str) -> str:
-    """One UTF-8 text part with its headers: 7bit when it can be, quoted-printable otherwise."""
+    """One UTF-8 text part with its headers: 7bit when it can be, quoted-printable otherwise.
+
+    A notice about one message often reads the same for several recipients (every
+    agent), and encoding is the largest cost here, so parts of notification size are
+    cached; a larger one is encoded each time rather than kept in memory.
+    """
+    if len(content) <= MAX_CACHED_PART_CHARS:
+        return _cached_part(subtype, content)
+    return _encode_part(subtype, content)
+
+
+def _encode_part(subtype: str, content: str) -> str:
     lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if _transfer_encoding(content) == "7bit":
         cte, body = "7bit", CRLF.join(lines)
@@ -247,6 +282,9 @@ def _part(subtype: str, content: str) -> str:
         body += CRLF
     return (f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}'
             f"Content-Transfer-Encoding: {cte}{CRLF}{CRLF}{body}")
+
+
+_cached_part = functools.lru_cache(maxsize=16)(_encode_part)   # one message's worth
 
 
 # --- Outlook Thread-Index ----------------------------------------------------------

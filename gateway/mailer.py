@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session
@@ -103,8 +104,9 @@ def queue(session: Session, deps: Deps, ticket: Ticket, facts: TicketFacts,
     if not notifications:
         return []
     deps.renderer.refresh_overrides()
-    mails = [_compose(deps, ticket, facts, notification, history.last_seen.get(notification.recipient.email.lower()),
-                      history.references, now, position)
+    shared = _Shared.of(deps.settings, ticket, facts, notifications)
+    mails = [_compose(deps, ticket, facts, shared, notification,
+                      history.last_seen.get(notification.recipient.email.lower()), history.references, now, position)
              for position, notification in enumerate(notifications)]
     return _store(session, deps, ticket.id, mails, now)
 
@@ -120,14 +122,43 @@ class _Mail:
     raw: bytes
 
 
-def _compose(deps, ticket, facts, notification, in_reply_to, references, now, position) -> _Mail:
+@dataclass(frozen=True)
+class _Shared:
+    """What the mails of one message have in common, worked out once rather than per recipient.
+
+    The same dicts go to several templates; that is safe because the sandbox is
+    immutable (a template cannot change a dict or list it was given).
+    """
+
+    commands: dict[str, str]
+    thread_seed: str
+    tickets: dict[str, dict[str, Any]]        # the ticket's template values in each recipient locale
+    headers: dict[str, str]                   # the extra headers of every mail
+    follower_headers: dict[str, str] | None   # a follower's: plus the list headers (None: no follower)
+
+    @classmethod
+    def of(cls, settings: Settings, ticket: Ticket, facts: TicketFacts,
+           notifications: Sequence[Notification]) -> _Shared:
+        headers = {loops.LOOP_HEADER: settings.smtp.support_address}
+        followers = any(n.recipient.kind == "follower" for n in notifications)
+        return cls(
+            commands=command_addresses(settings.smtp.support_address),
+            thread_seed=f"{ticket.id}:{ticket.created_at.isoformat()}",
+            tickets={locale: ticket_context(facts, locale) for locale in {n.recipient.locale for n in notifications}},
+            headers=headers,
+            follower_headers={**headers, **list_headers(settings, ticket.organization_id, facts.organization)}
+            if followers else None,
+        )
+
+
+def _compose(deps, ticket, facts, shared, notification, in_reply_to, references, now, position) -> _Mail:
     settings, person = deps.settings, notification.recipient
     context = {
         "recipient": {"name": person.name or person.email, "email": person.email, "locale": person.locale},
-        "ticket": ticket_context(facts, person.locale),
+        "ticket": shared.tickets[person.locale],
         "support_address": settings.smtp.support_address,
         "product_name": settings.desk.product_name,
-        "commands": command_addresses(settings.smtp.support_address),
+        "commands": shared.commands,
         **notification.context,
     }
     rendered = deps.renderer.render(notification.template, person.locale, context)
@@ -139,11 +170,8 @@ def _compose(deps, ticket, facts, notification, in_reply_to, references, now, po
         message_id=message_id, in_reply_to=in_reply_to or (references[-1] if references else None),
         references=references, date=now, thread_topic=ticket.subject,
         auto_submitted=notification.auto_submitted,
-        thread_index=make_thread_index(f"{ticket.id}:{ticket.created_at.isoformat()}", ticket.created_at,
-                                       len(references) + position),
-        extra_headers={loops.LOOP_HEADER: settings.smtp.support_address,
-                       **(list_headers(settings, ticket.organization_id, facts.organization)
-                          if person.kind == "follower" else {})},
+        thread_index=make_thread_index(shared.thread_seed, ticket.created_at, len(references) + position),
+        extra_headers=shared.follower_headers if person.kind == "follower" else shared.headers,
     )
     return _Mail(notification, rendered, message_id, in_reply_to, raw)
 

@@ -100,6 +100,7 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _LOCALE_RE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_LANGUAGE_SEPARATOR_RE = re.compile(r"[-_]")
 _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -192,6 +193,12 @@ def _loop_guard(iterable: Iterable[Any]) -> Iterator[Any]:
         yield item
 
 
+#: Every name ``getattr`` finds on a dict (its methods and dunders); see ``_Sandbox.getattr``.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+_BUILTIN_METHOD = type({}.get)
+_MISSING = object()
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox plus step accounting and caps on ``*`` and ``**``.
 
@@ -201,8 +208,36 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**"})
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``ticket.number`` and ``labels.get`` on a plain dict, looked up directly.
+
+        Jinja tries ``getattr(obj, "number")`` first and takes the item only after the
+        ``AttributeError``, which costs more than the rest of the lookup; for a method it
+        asks the sandbox's rules each time. A key that is no attribute of a dict resolves
+        to the same item either way, and ``get`` is a method the rules always allow;
+        everything else (``items``, ``__class__``, a missing key, any other type) takes
+        the sandbox's own path.
+        """
+        if type(obj) is dict and type(attribute) is str:
+            if attribute not in _DICT_ATTRIBUTES:
+                value = obj.get(attribute, _MISSING)
+                if value is not _MISSING:
+                    return value
+            elif attribute == "get":
+                return obj.get
+        return super().getattr(obj, attribute)
+
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        """Count the call; a plain dict's ``get`` (how templates look labels up) is called directly.
+
+        For that one method the sandbox's checks always pass and Jinja's ``Context.call``
+        only drops the loop and block variables it passes along.
+        """
         _tick()
+        if type(__obj) is _BUILTIN_METHOD and type(__obj.__self__) is dict and __obj.__name__ == "get":
+            kwargs.pop("_loop_vars", None)
+            kwargs.pop("_block_vars", None)
+            return __obj(*args, **kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
@@ -234,8 +269,10 @@ def _guard_loops(ast: nodes.Template) -> None:
 # --- filters ------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def _language(locale: str | None) -> str:
-    return re.split(r"[-_]", locale or "en", maxsplit=1)[0].lower()
+    # Cached: every label and every date or size filter asks, for a handful of locales.
+    return _LANGUAGE_SEPARATOR_RE.split(locale or "en", maxsplit=1)[0].lower()
 
 
 def _template_language(context: Context) -> str:
@@ -418,18 +455,11 @@ class Renderer:
     def _resolve(self, name: str, locale: str,
                  use_overrides: bool) -> tuple[str, dict[str, tuple[str, bool]]]:
         if _NAME_RE.match(name):
-            for candidate in self._locale_chain(locale):
+            for candidate in _locale_chain(locale, self._default_locale):
                 found = {part: self._source(name, candidate, part, use_overrides) for part in PARTS}
                 if found["subject.txt"] and found["body.txt"]:
                     return candidate, {part: src for part, src in found.items() if src is not None}
         raise TemplateError(name, locale, "no such template")
-
-    def _locale_chain(self, locale: str) -> list[str]:
-        chain: list[str] = []
-        for candidate in (locale, _language(locale), self._default_locale, "en"):
-            if candidate and _LOCALE_RE.match(candidate) and candidate not in chain:
-                chain.append(candidate)
-        return chain
 
     def _source(self, name: str, locale: str, part: str, use_overrides: bool) -> tuple[str, bool] | None:
         if use_overrides and self._overrides is not None:
@@ -450,7 +480,9 @@ class Renderer:
         _check_structure(ast)
         _guard_loops(ast)
         code = self._env.compile(ast, template_name, _filename(template_name))
-        return self._env.template_class.from_code(self._env, code, self._env.make_globals(None))
+        # A plain copy rather than make_globals' ChainMap over the environment's globals:
+        # those never change after _make_environment, and every render iterates them twice.
+        return self._env.template_class.from_code(self._env, code, dict(self._env.globals))
 
     def _render_part(self, name: str, locale: str, part: str, source: str,
                      context: Mapping[str, Any]) -> str:
@@ -461,23 +493,46 @@ class Renderer:
             raise _as_template_error(exc, name, locale, part, _filename(template_name)) from exc
 
 
+@functools.lru_cache(maxsize=256)
+def _locale_chain(locale: str, default_locale: str) -> tuple[str, ...]:
+    """The locales to try, each once: the requested one, its language, the default, "en".
+
+    Cached: it is the same handful of locales for every mail.
+    """
+    chain: list[str] = []
+    for candidate in (locale, _language(locale), default_locale, "en"):
+        if candidate and _LOCALE_RE.match(candidate) and candidate not in chain:
+            chain.append(candidate)
+    return tuple(chain)
+
+
 def _filename(template_name: str) -> str:
     return f"<template {template_name}>"
 
 
 def _run(template: Template, context: Mapping[str, Any]) -> str:
+    """Render under a fresh budget, stopping as soon as the output passes its cap.
+
+    This is ``Template.generate`` inlined: its extra generator layer and its copy of the
+    context (``new_context`` makes one anyway) cost per chunk and per part, and a part
+    yields a chunk per literal and per expression.
+    """
     token = _budget.set(_Budget())
+    chunks: list[str] = []
+    size = 0
     try:
-        chunks: list[str] = []
-        size = 0
-        for chunk in template.generate(dict(context)):
+        for chunk in template.root_render_func(template.new_context(context)):
             size += len(chunk)
             if size > OUTPUT_MAX_CHARS:
-                raise _Refused(f"output larger than {OUTPUT_MAX_CHARS} characters")
+                break
             chunks.append(chunk)
-        return "".join(chunks)
+    except Exception:  # noqa: BLE001 - re-raised with the template's lines, as generate() does
+        template.environment.handle_exception()
     finally:
         _budget.reset(token)
+    if size > OUTPUT_MAX_CHARS:
+        raise _Refused(f"output larger than {OUTPUT_MAX_CHARS} characters")
+    return "".join(chunks)
 
 
 def _as_template_error(exc: Exception, name: str, locale: str, part: str, filename: str) -> TemplateError:
@@ -523,8 +578,10 @@ def one_line(text: str, limit: int = SUBJECT_MAX_CHARS) -> str:
 
 
 def _tidy_text(text: str) -> str:
-    text = "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+    text = "\n".join([line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")])
+    while "\n\n\n" in text:   # at most one blank line in a row; much cheaper than a regex on long text
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip("\n") + "\n"
 
 
 # --- sample data --------------------------------------------------------------------

@@ -80,6 +80,12 @@ def overridden(session: Session) -> dict[tuple[str, str], TemplateVersion]:
     return {(row.name, row.locale): row for row in session.exec(query) if in_force(row)}
 
 
+#: The change stamp of the overrides: how many versions exist, and the newest id. Built once
+#: and run on a plain connection: the check runs before every message's mails, and an ORM
+#: session around it cost several times the query itself.
+_STAMP = select(func.count(), func.max(TemplateVersion.id))
+
+
 class DatabaseOverrides:
     """The overrides in force, cached in memory and checked for changes once per message.
 
@@ -106,10 +112,11 @@ class DatabaseOverrides:
         """Re-read the overrides if any version was added since the last look."""
         self._checked = time.monotonic()
         try:
-            with Session(self._engine) as session:
-                stamp = tuple(session.exec(select(func.count(), func.max(TemplateVersion.id))).one())
+            with self._engine.connect() as connection:
+                stamp = tuple(connection.execute(_STAMP).one())
                 if stamp != self._stamp:
-                    self._cache = {key: parts_of(row) for key, row in overridden(session).items()}
+                    with Session(connection) as session:
+                        self._cache = {key: parts_of(row) for key, row in overridden(session).items()}
                     self._stamp = stamp
         except SQLAlchemyError:
             # A mail in the packaged words beats no mail; when the database itself is gone,

@@ -106,6 +106,48 @@ def test_german_subject_with_umlauts_round_trips() -> None:
     assert msg["Subject"] == subject
 
 
+def header_lines(raw: bytes, name: str) -> list[str]:
+    """The raw lines of one header: its first line and its folded continuation lines."""
+    lines = raw.split(b"\r\n\r\n", 1)[0].decode("ascii").split("\r\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{name}:"))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith(" ")), len(lines))
+    return lines[start:end]
+
+
+def test_header_is_folded_only_when_longer_than_78_characters() -> None:
+    # "X-Note: " plus 70 characters is one line of 78; one character more folds at the last space.
+    fits = "word " * 13 + "abcde"
+    assert header_lines(build(extra_headers={"X-Note": fits}), "X-Note") == [f"X-Note: {fits}"]
+    folded = header_lines(build(extra_headers={"X-Note": fits + "f"}), "X-Note")
+    assert folded == ["X-Note:" + " word" * 13, " abcdef"]
+
+
+def test_display_names_stay_with_their_mail_when_an_address_recurs() -> None:
+    # The same address under two names, and two addresses under one name, each as given.
+    for name in ("Jana Müller", "Jana Mueller", None, "Jana Müller"):
+        to = parse(build(to_name=name))["To"].addresses[0]
+        assert (to.display_name, to.addr_spec) == (name or "", "jana.mueller@kunde.example")
+    to = parse(build(to_addr="max@kunde.example", to_name="Jana Müller"))["To"].addresses[0]
+    assert (to.display_name, to.addr_spec) == ("Jana Müller", "max@kunde.example")
+
+
+def test_same_words_in_text_and_html_keep_their_own_part_types() -> None:
+    # A text that is also the HTML (or recurs in the next mail) still makes two typed parts.
+    words = "Grüße aus Köln\n"
+    for _ in range(2):
+        text, html = list(parse(build(RenderedMail("[#1] x", words, words))).iter_parts())
+        assert (text.get_content_type(), content(text)) == ("text/plain", words)
+        assert (html.get_content_type(), content(html)) == ("text/html", words)
+
+
+def test_long_body_round_trips_when_far_larger_than_a_notification() -> None:
+    # A body of 100 000 characters is encoded whole, 7-bit clean, and decodes to itself.
+    body = "Zeile mit Umlauten äöü und einem sehr langen Rest " * 2000 + "\n"
+    raw = build(RenderedMail("[#1] x", body, None))
+    assert raw.isascii() and all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert content(parse(raw)) == body
+
+
 def test_rendered_template_composes_into_a_mail_when_used_end_to_end() -> None:
     # Renderer output goes straight into the composer and parses back.
     rendered = Renderer(default_template_dir()).render(

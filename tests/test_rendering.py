@@ -251,6 +251,8 @@ SSTI_PAYLOADS = [
     "{{ ticket.__class__.__init__.__globals__ }}",
     "{{ ticket.created_at.__class__ }}",
     "{{ ticket.pop('number') }}",
+    "{{ ticket.update({'number': 1}) }}",
+    "{{ ticket.get.__self__ }}",
     "{{ namespace.__init__.__globals__ }}",
     "{{ range.__self__ }}",
     "{% for i in range(10**9) %}x{% endfor %}",
@@ -292,6 +294,43 @@ def test_sandbox_prints_safe_things_when_template_is_ordinary(renderer: Renderer
               "{% for m in range(3) %}{% set ns.n = ns.n + loop.index %}{% endfor %}{{ ns.n }} "
               "{{ 'ab' * 3 }} {{ 2 ** 10 }} {{ ticket.subject|upper }}")
     renderer.validate("agent_reply", "en", "subject.txt", source)
+
+
+def test_dict_lookups_prefer_methods_when_a_key_shares_their_name(renderer: Renderer,
+                                                                  overrides: DictOverrides) -> None:
+    # As in Jinja, ``d.get`` is the method even when "get" is also a key, ``d['get']`` the
+    # item; ``get`` works with a default and inside loops.
+    overrides.sources[("agent_reply", "en", "body.txt")] = (
+        "{% set d = {'get': 5, 'items': 6, 'x': 7} %}"
+        "{{ d.x }} {{ d['get'] }} {{ d.get('x') }} {{ d['items'] }} {{ d.items()|list|length }} "
+        "{{ d.get('nope', 'dflt') }} {{ ticket.number }} "
+        "{% for i in range(3) %}{% for j in range(2) %}{{ {'a': i}.get('a', j) }}{{ {}.get('b', j) }}"
+        "{% endfor %}{% endfor %}")
+    text = renderer.render("agent_reply", "en", sample_context("agent_reply", "en")).text
+    assert text == "7 5 7 6 3 dflt 1042 000110112021\n"
+
+
+def test_failure_inside_a_call_is_reported_with_its_line(renderer: Renderer) -> None:
+    # A template error names the template line, not a line of the compiled Python.
+    with pytest.raises(TemplateError) as caught:
+        renderer.validate("agent_reply", "en", "body.txt", "Hello\n\n{{ ticket.get() }}\n")
+    assert caught.value.lineno == 3 and caught.value.reason.startswith("render failed: TypeError")
+
+
+def test_output_is_refused_when_larger_than_the_cap(renderer: Renderer) -> None:
+    # Each piece is small, the whole is not: rendering stops at the cap, not at the end.
+    source = "[#{{ ticket.number }}]{% for i in range(100) %}{{ 'y' * 9000 }}{% endfor %}"
+    with pytest.raises(TemplateError, match="output larger than 524288 characters"):
+        renderer.validate("agent_reply", "en", "body.txt", source)
+
+
+def test_text_body_keeps_one_blank_line_and_no_trailing_spaces(renderer: Renderer,
+                                                               overrides: DictOverrides) -> None:
+    # Templates that leave runs of blank lines or trailing blanks still give a tidy body.
+    overrides.sources[("agent_reply", "en", "body.txt")] = (
+        "\n\nA  \n\n\n\n\n\nB\t\r\n\r\n\r\n\r\nC\rD\n\n\n\n\nE\n\n\n")
+    text = renderer.render("agent_reply", "en", sample_context("agent_reply", "en")).text
+    assert text == "A\n\nB\n\nC\nD\n\nE\n"
 
 
 # --- validation ---------------------------------------------------------------------
