@@ -131,7 +131,7 @@ def _decode_bytes(data: bytes, charset: str | None) -> tuple[str, bool]:
         try:
             text = data.decode(codec)
             text.encode("utf-8")  # some codecs yield lone surrogates
-        except (LookupError, UnicodeError):
+        except (LookupError, UnicodeError, ValueError):   # ValueError: a label with a NUL in it
             continue
         label_allows_fallback = western and declared not in (None, "us-ascii", "ascii")
         return text, codec == order[0] or label_allows_fallback

@@ -516,6 +516,15 @@ def test_mail_parser_failure_is_reported_when_a_header_names_an_impossible_chars
     assert (parsed.from_addr, parsed.text) == (ALICE, "Hello\n")
 
 
+def test_a_charset_label_with_a_nul_costs_no_other_header() -> None:
+    """Decoding such a word must not make the whole header block unreadable (From and Subject were lost)."""
+    raw = (b"From: Alice <alice@customer.example>\r\nX-Foo: =?a\x00b?q?x?=\r\nSubject: Hi\r\n\r\nHello\r\n")
+    parsed = parse_message(raw)
+    assert (parsed.from_addr, parsed.subject, parsed.text) == (ALICE, "Hi", "Hello\n")
+    assert not any("unreadable" in defect or "parse failed" in defect for defect in parsed.defects)
+    assert parse_headers(raw).from_addr == ALICE
+
+
 # -- never raises ------------------------------------------------------------------------
 
 
