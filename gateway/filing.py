@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _INBOUND = Inbound.__table__
 _INSERT = insert(_INBOUND)
+_COLUMNS = frozenset(_INBOUND.c.keys())
 
 
 def file_spooled(engine: Engine, spool: Spool, limit: int = 500) -> int:
@@ -61,18 +62,31 @@ def _file(session, entries: Sequence[Entry]) -> None:
         key = entry.fields["dedupe_key"]
         (again if key in stored else new).append(entry)
         stored.add(key)
-    if new:
-        connection.execute(_INSERT, [_row(entry) for entry in new])
+    for rows in _same_columns([_row(entry) for entry in new]):
+        connection.execute(_INSERT, rows)
     for entry in again:
-        fields = {**entry.fields, "spool_key": entry.key, "raw": entry.raw}
-        held = fields.pop("held")
+        fields, held = _fields(entry)
         store_message(session, fields, held, fields["received_at"])
 
 
+def _same_columns(rows: list[dict]) -> list[list[dict]]:
+    """Rows grouped by their columns: one insert statement needs the same columns in every row, and a spool
+    written by another version of Postdesk may hold entries with a column more or less."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return list(groups.values())
+
+
+def _fields(entry: Entry) -> tuple[dict, str | None]:
+    """The entry's inbound columns (without those the table lacks: a newer version's spool) and its hold reason."""
+    fields = {name: value for name, value in entry.fields.items() if name in _COLUMNS}
+    return {**fields, "spool_key": entry.key, "raw": entry.raw}, entry.fields.get("held")
+
+
 def _row(entry: Entry) -> dict:
-    """The inbound row of a new message (every row of one insert has the same columns)."""
-    fields = {**entry.fields, "spool_key": entry.key, "raw": entry.raw}
-    held = fields.pop("held")
+    """The inbound row of a new message."""
+    fields, held = _fields(entry)
     if held is None:
         return {**fields, "outcome": "pending", "reason": "", "processed_at": None}
     # kept for an admin: `postdesk inbound show|release ID`

@@ -5,6 +5,7 @@ the rules of the move into ``inbound``: every entry becomes exactly one row,
 also when filing is repeated after a crash; copies become recorded duplicates;
 held messages stay quarantined; a database that is busy keeps everything spooled.
 """
+import json
 import logging
 import sqlite3
 import threading
@@ -158,3 +159,22 @@ def _wait(predicate, timeout):
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
+
+
+def test_entries_of_another_version_with_a_column_more_or_less_are_filed_together(desk):
+    # A spool written before an upgrade (or after a downgrade) may hold entries with other fields.
+    runtime, spool = desk
+    for subject in ("Written by an older version", "Written by a newer version", "Written by this version"):
+        deliver(runtime, spool, raw_mail(subject))
+    with sqlite3.connect(spool.path) as connection:
+        spooled = connection.execute("SELECT id, fields FROM spool ORDER BY id").fetchall()
+        older, newer = json.loads(spooled[0][1]), json.loads(spooled[1][1])
+        del older["auth"], older["held"]
+        newer["column_of_a_later_version"] = "x"
+        for (id_, _), fields in zip(spooled, (older, newer)):
+            connection.execute("UPDATE spool SET fields = ? WHERE id = ?", (json.dumps(fields), id_))
+    assert file_spooled(runtime.engine, spool) == 3
+    filed = {r.subject: r for r in rows(runtime)}
+    assert sorted(filed) == ["Written by a newer version", "Written by an older version", "Written by this version"]
+    assert {r.outcome for r in filed.values()} == {"pending"} and spool.count() == 0
+    assert filed["Written by an older version"].auth == "" and filed["Written by this version"].auth != ""
