@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
+from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import OperationalError
+from sqlmodel import select as orm_select
 
+from gateway.clock import Clock
 from gateway.intake import store_message
 from storage.db import transaction
 from storage.models import Inbound
@@ -34,20 +38,45 @@ _INSERT = insert(_INBOUND)
 _COLUMNS = frozenset(_INBOUND.c.keys())
 
 
-def file_spooled(engine: Engine, spool: Spool, limit: int = 500) -> int:
-    """File the oldest spooled deliveries (up to ``limit``) into ``inbound``; returns how many were taken."""
+def file_spooled(engine: Engine, spool: Spool, now: datetime | None = None, limit: int = 500) -> int:
+    """File the oldest spooled deliveries (up to ``limit``) into ``inbound``; returns how many were taken.
+
+    When the batch fails on something other than the database itself (a row another process
+    filed just now, or an entry that cannot be filed), each entry gets a transaction of its
+    own; an entry that fails alone is filed ``quarantined`` with the error (``now``: when),
+    so one bad entry never holds up the mail behind it. A database that is down raises.
+    """
     entries = spool.oldest(limit)
     if not entries:
         return 0
     try:
         with transaction(engine) as session:
             _file(session, entries)
-    except IntegrityError:   # another process filed some of them just now: one by one, each sees its rows
+    except OperationalError:
+        raise
+    except Exception:  # noqa: BLE001 - one by one: each sees the other's rows, a bad entry is set aside
         for entry in entries:
-            with transaction(engine) as session:
-                _file(session, [entry])
+            _file_alone(engine, entry, now or datetime.now(timezone.utc))
     spool.forget([entry.id for entry in entries])
     return len(entries)
+
+
+def _file_alone(engine: Engine, entry: Entry, now: datetime) -> None:
+    try:
+        with transaction(engine) as session:
+            _file(session, [entry])
+        return
+    except OperationalError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - kept for an admin instead of blocking the spool
+        log.exception("spool entry %s cannot be filed; stored as quarantined", entry.key)
+        error = exc
+    with transaction(engine) as session:
+        if session.exec(orm_select(Inbound.id).where(Inbound.spool_key == entry.key)).first() is None:
+            session.add(Inbound(received_at=entry.fields.get("received_at") or now, raw=entry.raw,
+                                spool_key=entry.key, outcome="quarantined", reason_code="filing-failed",
+                                reason=f"quarantined: could not be filed ({type(error).__name__})",
+                                error="".join(traceback.format_exception(error))[-4000:], processed_at=now))
 
 
 def _file(session, entries: Sequence[Entry]) -> None:
@@ -96,8 +125,8 @@ def _row(entry: Entry) -> dict:
 class SpoolFiler:
     """The thread that files the spool, woken by every stored message; ``on_filed`` wakes the worker."""
 
-    def __init__(self, engine: Engine, spool: Spool, on_filed: Callable[[], None]) -> None:
-        self.engine, self.spool, self.on_filed = engine, spool, on_filed
+    def __init__(self, engine: Engine, spool: Spool, on_filed: Callable[[], None], clock: Clock) -> None:
+        self.engine, self.spool, self.on_filed, self.clock = engine, spool, on_filed, clock
         self.wake, self.stopping = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run, name="postdesk-filer", daemon=True)
 
@@ -125,5 +154,5 @@ class SpoolFiler:
             self.wake.wait(1.0)
 
     def _file_all(self) -> None:
-        while file_spooled(self.engine, self.spool):
+        while file_spooled(self.engine, self.spool, self.clock.now()):
             self.on_filed()

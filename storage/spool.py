@@ -71,7 +71,7 @@ class Spool:
         with self._lock:
             rows = self._connection.execute("SELECT id, key, fields, raw FROM spool ORDER BY id LIMIT ?",
                                             (limit,)).fetchall()
-        return [Entry(id_, key, _restore(json.loads(fields)), raw) for id_, key, fields, raw in rows]
+        return [Entry(id_, key, _readable(fields), raw) for id_, key, fields, raw in rows]
 
     def forget(self, ids: list[int]) -> None:
         with self._writing() as cursor:
@@ -126,6 +126,14 @@ def _iso(value):
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _readable(text: str) -> dict:
+    """An entry's fields; {} when they cannot be read (the filer then sets the message aside, quarantined)."""
+    try:
+        return _restore(json.loads(text))
+    except (ValueError, TypeError, AttributeError):
+        return {}
 
 
 def _restore(fields: dict) -> dict:

@@ -142,7 +142,7 @@ def test_filer_keeps_the_spool_while_the_database_is_locked_and_files_it_after(d
     blocker = sqlite3.connect(runtime.settings.database_url.removeprefix("sqlite:///"), isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")   # another process holds SQLite's write lock
     filed = threading.Event()
-    filer = SpoolFiler(runtime.engine, spool, filed.set)
+    filer = SpoolFiler(runtime.engine, spool, filed.set, runtime.clock)
     filer.start()
     with caplog.at_level(logging.ERROR, logger="gateway.filing"):
         _wait(lambda: any("filing the spool failed" in r.getMessage() for r in caplog.records), 10)
@@ -178,3 +178,19 @@ def test_entries_of_another_version_with_a_column_more_or_less_are_filed_togethe
     assert sorted(filed) == ["Written by a newer version", "Written by an older version", "Written by this version"]
     assert {r.outcome for r in filed.values()} == {"pending"} and spool.count() == 0
     assert filed["Written by an older version"].auth == "" and filed["Written by this version"].auth != ""
+
+
+def test_an_entry_that_cannot_be_filed_is_set_aside_quarantined_and_the_rest_is_filed(desk):
+    # One unreadable entry must not hold up the mail behind it, nor be lost.
+    runtime, spool = desk
+    raws = [raw_mail(subject) for subject in ("Before", "Unreadable", "After")]
+    for raw in raws:
+        deliver(runtime, spool, raw)
+    with sqlite3.connect(spool.path) as connection:
+        connection.execute("UPDATE spool SET fields = 'not json' WHERE id = (SELECT min(id) + 1 FROM spool)")
+    assert file_spooled(runtime.engine, spool, runtime.clock.now()) == 3
+    by_raw = {r.raw: r for r in rows(runtime)}
+    assert [by_raw[raw].outcome for raw in raws] == ["pending", "quarantined", "pending"]
+    aside = by_raw[raws[1]]
+    assert aside.reason_code == "filing-failed" and "could not be filed" in aside.reason and aside.error
+    assert spool.count() == 0
