@@ -7,7 +7,8 @@ A message is quarantined with a typed reason code (``Inbound.reason_code``):
   the DKIM key could not be looked up;
 - ``over-limit``: past a ``[limits]`` limit with ``action = "quarantine"`` (or a header
   section too large to drop anything from);
-- ``check-failed``: an intake check itself failed; ``processing-failed``: the worker raised.
+- ``check-failed``: an intake check itself failed; ``processing-failed``: the worker raised;
+  ``filing-failed``: a spooled message could not be filed (``gateway/filing.py``).
 
 ``release`` is the admin's override: the message is processed as if the hold had not
 applied (no authentication hold; parts past the limits are dropped and noted).
