@@ -142,7 +142,7 @@ def test_poller_reconnects_when_dovecot_restarts_during_polling(served_mailbox, 
     desk = served_mailbox
     caplog.set_level(logging.WARNING, logger="gateway.imap_poller")
     dovecot.append(raw(mail("alice@acme.example", "Before the restart", "one")))
-    wait_until(lambda: _ticket_count(desk) == 1, 10, 0.1, "first ticket")
+    wait_until(lambda: _ticket_count(desk) == 1, 30, 0.1, "first ticket")   # a loaded CI machine
     dovecot.restart()
     dovecot.append(raw(mail("alice@acme.example", "After the restart", "two")))
     # a dropped IDLE connection is noticed at once, or at the latest when IDLE is re-issued (idle_seconds)
