@@ -133,6 +133,8 @@ class ImapSource:
             except IMAPClientError as exc:
                 if isinstance(exc, IMAPClientAbortError):
                     raise
+                if self._client().folder_exists(name):   # created meanwhile by another client ([ALREADYEXISTS])
+                    return
                 raise MailboxError(f"cannot create IMAP folder {name!r} on {self.where}: {_text(exc)}") from None
             log.info("IMAP: created folder %r", name)
 

@@ -142,7 +142,7 @@ def test_poller_reconnects_when_dovecot_restarts_during_polling(served_mailbox, 
     desk = served_mailbox
     caplog.set_level(logging.WARNING, logger="gateway.imap_poller")
     dovecot.append(raw(mail("alice@acme.example", "Before the restart", "one")))
-    wait_until(lambda: _ticket_count(desk) == 1, 30, 0.1, "first ticket")   # a loaded CI machine
+    wait_until(lambda: _ticket_count(desk) == 1, 10, 0.1, "first ticket")
     dovecot.restart()
     dovecot.append(raw(mail("alice@acme.example", "After the restart", "two")))
     # a dropped IDLE connection is noticed at once, or at the latest when IDLE is re-issued (idle_seconds)
@@ -354,3 +354,28 @@ def test_password_from_the_environment_wins_over_the_file(tmp_path, clock, dovec
         assert poller.run_once().processed == 1
     finally:
         poller.close()
+
+
+@needs_dovecot
+def test_folder_created_by_another_client_between_check_and_create_is_used(tmp_path, clock, dovecot):
+    # Two clients ensuring the same folder race: the loser's CREATE gets [ALREADYEXISTS]; that is no error.
+    desk = make_desk(tmp_path, clock, dovecot)
+    source = ImapSource(desk.settings.imap)
+    source.open()
+    try:
+        client = source._client()
+        real_exists, seen = client.folder_exists, []
+
+        def exists_then_created_elsewhere(name):
+            if not seen:   # the check finds nothing; right after it another client creates the folder
+                seen.append(name)
+                with dovecot.client() as other:
+                    other.create_folder(name)
+                return False
+            return real_exists(name)
+
+        client.folder_exists = exists_then_created_elsewhere
+        source.ensure_folder("Archive", create=True)
+    finally:
+        source.close()
+    assert seen == ["Archive"] and dovecot.folder_exists("Archive")
