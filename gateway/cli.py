@@ -452,10 +452,11 @@ def cmd_inbound_list(args) -> int:
                                  for r in data) or "no inbound messages")
     from gateway.service import spool_location
     from storage.spool import waiting
-    spooled = waiting(spool_location(settings))
+    path = spool_location(settings)
+    spooled = waiting(path)
     if spooled:   # accepted (250) but not in the database yet: `serve` files them when it runs
         print(f"{spooled} accepted message{' waits' if spooled == 1 else 's wait'} in the spool "
-              f"({spool_location(settings).name}); `postdesk serve` files them into this list", file=sys.stderr)
+              f"({path.name}); `postdesk serve` files them into this list", file=sys.stderr)
     return 0
 
 

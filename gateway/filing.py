@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
@@ -38,7 +38,7 @@ _INSERT = insert(_INBOUND)
 _COLUMNS = frozenset(_INBOUND.c.keys())
 
 
-def file_spooled(engine: Engine, spool: Spool, now: datetime | None = None, limit: int = 500) -> int:
+def file_spooled(engine: Engine, spool: Spool, now: datetime, limit: int = 500) -> int:
     """File the oldest spooled deliveries (up to ``limit``) into ``inbound``; returns how many were taken.
 
     When the batch fails on something other than the database itself (a row another process
@@ -56,7 +56,7 @@ def file_spooled(engine: Engine, spool: Spool, now: datetime | None = None, limi
         raise
     except Exception:  # noqa: BLE001 - one by one: each sees the other's rows, a bad entry is set aside
         for entry in entries:
-            _file_alone(engine, entry, now or datetime.now(timezone.utc))
+            _file_alone(engine, entry, now)
     spool.forget([entry.id for entry in entries])
     return len(entries)
 

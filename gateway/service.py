@@ -7,12 +7,13 @@ listener and the worker then use a core each instead of sharing one interpreter
 lock) or in a thread beside the listener (``"thread"``). On SQLite the listener
 answers once a message is in the spool, and a thread beside it files the spool into
 the database (``gateway/filing.py``). The worker is woken after every stored (or
-filed) message, so mail shows up on its ticket at once under light load. The child stops when asked, when ``serve`` is gone, and is started
-again when it died. With ``[lmtp] enabled`` an LMTP listener runs
-beside it on the same loop, and with ``[imap] username`` set the IMAP poller runs
-in a thread of its own (``imap_poller.PollerThread``). SIGTERM or Ctrl-C: stop
-listening, let the messages in hand finish (within ``[smtp] shutdown_grace_seconds``,
-see ``gateway/shutdown.py``), run a last pass, exit 0.
+filed) message, so mail shows up on its ticket at once under light load. The child
+stops when asked, when ``serve`` is gone, and is started again when it died. With
+``[lmtp] enabled`` an LMTP listener runs beside it on the same loop, and with
+``[imap] username`` set the IMAP poller runs in a thread of its own
+(``imap_poller.PollerThread``). SIGTERM or Ctrl-C: stop listening, let the messages
+in hand finish (within ``[smtp] shutdown_grace_seconds``, see ``gateway/shutdown.py``),
+run a last pass, exit 0.
 """
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ from gateway.timers import run_due
 from gateway.tokens import Signer
 from gateway.worker import process_pending
 from storage import queries
-from storage.spool import Spool, spool_path
 from storage.db import create_schema, make_engine, share_urgency, transaction
+from storage.spool import Spool, spool_path
 from storage.templates import DatabaseOverrides
 
 log = logging.getLogger(__name__)

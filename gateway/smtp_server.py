@@ -4,9 +4,9 @@
 - DATA: the sender is judged from the headers alone; an unknown, shared or list
   sender gets 550 5.7.1 with the reason. Everything else is stored through
   ``intake.receive`` (in a thread: the database is blocking) and only then
-  answered 250 (on SQLite into the spool, ``storage/spool.py``, which the worker
-  files into the database). Any failure to store is 451 4.3.0, and aiosmtpd's default
-  exception reply (a permanent 500 that leaks internals) is replaced.
+  answered 250 (on SQLite into the spool, ``storage/spool.py``, which a thread of
+  ``serve`` files into the database). Any failure to store is 451 4.3.0, and
+  aiosmtpd's default exception reply (a permanent 500 that leaks internals) is replaced.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class GatewayHandler:
         finally:
             self.in_flight -= 1
         if result.status == "refused":
-            log.info("inbound %s refused: %s", result.inbound_id or "(spooled)", result.reason)
+            log.info("inbound %s refused: %s", result.inbound_id, result.reason)
             return replies.refusal(result.rule, _wire_reason(result.reason))
         self.on_stored()
         return replies.OK_DUPLICATE if result.status == "duplicate" else replies.OK

@@ -30,9 +30,9 @@ def process_pending(engine: Engine, deps: Deps, clock: Clock, limit: int = 100, 
     """Process up to ``limit`` pending inbound messages, ``batch`` to a transaction; returns how many were handled."""
     with transaction(engine) as session:
         ids = queries.pending_inbound_ids(session, limit)
-    handled = 0
-    for start in range(0, len(ids), max(1, batch)):
-        chunk = ids[start:start + max(1, batch)]
+    handled, size = 0, max(1, batch)
+    for start in range(0, len(ids), size):
+        chunk = ids[start:start + size]
         prepared = {inbound_id: _prepare(engine, deps, inbound_id) for inbound_id in chunk}   # needs no lock
         let_front_doors_go(engine)   # SQLite: a sender waiting for its 250 writes first
         if len(chunk) == 1:

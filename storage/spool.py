@@ -59,13 +59,11 @@ class Spool:
         self._lock = threading.Lock()
         self._committer = GroupCommit(None, begin=self._writing)
 
-    def append(self, fields: dict, raw: bytes) -> str:
-        """Store one message, committed (with the deliveries of the moment) when this returns; its key."""
-        key = secrets.token_hex(16)
-        row = (key, json.dumps(fields, default=_iso), raw)
+    def append(self, fields: dict, raw: bytes) -> None:
+        """Store one message, committed (with the deliveries of the moment) when this returns."""
+        row = (secrets.token_hex(16), json.dumps(fields, default=_iso), raw)
         self._committer.run(lambda cursor: cursor.execute(
             "INSERT INTO spool (key, fields, raw) VALUES (?, ?, ?)", row))
-        return key
 
     def oldest(self, limit: int) -> list[Entry]:
         with self._lock:

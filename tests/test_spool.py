@@ -70,7 +70,7 @@ def test_accepted_message_waits_in_the_spool_until_filed_then_is_pending_once(de
     result = deliver(runtime, spool, raw)
     assert (result.status, result.inbound_id) == ("accepted", None)
     assert rows(runtime) == [] and spool.count() == 1
-    assert file_spooled(runtime.engine, spool) == 1
+    assert file_spooled(runtime.engine, spool, runtime.clock.now()) == 1
     [row] = rows(runtime)
     assert (row.outcome, row.subject, row.channel, row.raw) == ("pending", "Export fails", "smtp", raw)
     assert row.received_at is not None and row.spool_key and spool.count() == 0
@@ -81,11 +81,11 @@ def test_filing_again_after_a_crash_before_forgetting_makes_no_second_row(desk):
     deliver(runtime, spool, raw_mail("Filed once"))
     with sqlite3.connect(spool.path) as connection:
         entry = connection.execute("SELECT id, key, fields, raw FROM spool").fetchone()
-    file_spooled(runtime.engine, spool)
+    file_spooled(runtime.engine, spool, runtime.clock.now())
     with sqlite3.connect(spool.path) as connection:   # as if the process died before forgetting the entry
         connection.execute("INSERT INTO spool (id, key, fields, raw) VALUES (?, ?, ?, ?)", entry)
     assert spool.count() == 1
-    assert file_spooled(runtime.engine, spool) == 1
+    assert file_spooled(runtime.engine, spool, runtime.clock.now()) == 1
     assert [(r.subject, r.outcome) for r in rows(runtime)] == [("Filed once", "pending")]
     assert spool.count() == 0
 
@@ -96,7 +96,7 @@ def test_the_same_message_twice_in_one_batch_is_one_message_and_a_recorded_dupli
     deliver(runtime, spool, raw)
     deliver(runtime, spool, raw)
     deliver(runtime, spool, raw_mail("Another one"))
-    assert file_spooled(runtime.engine, spool) == 3
+    assert file_spooled(runtime.engine, spool, runtime.clock.now()) == 3
     first, other, copy = rows(runtime)   # new messages are filed first, in their order; copies after them
     assert [(r.subject, r.outcome) for r in (first, other)] == [
         ("Sent twice by an impatient client", "pending"), ("Another one", "pending")]
@@ -108,9 +108,9 @@ def test_a_copy_of_a_message_filed_earlier_is_answered_as_duplicate_and_recorded
     runtime, spool = desk
     raw = raw_mail("Again later")
     deliver(runtime, spool, raw)
-    file_spooled(runtime.engine, spool)
+    file_spooled(runtime.engine, spool, runtime.clock.now())
     assert deliver(runtime, spool, raw).status == "duplicate"
-    file_spooled(runtime.engine, spool)
+    file_spooled(runtime.engine, spool, runtime.clock.now())
     assert [r.outcome for r in rows(runtime)] == ["pending", "duplicate"]
 
 
@@ -121,7 +121,7 @@ def test_a_held_message_is_filed_quarantined_with_its_reason(desk, tmp_path):
     result = receive(runtime.engine, holding, raw, "alice@acme.example", [SUPPORT], runtime.clock.now(),
                      spool=spool)
     assert result.status == "accepted" and result.reason != "stored"
-    file_spooled(runtime.engine, spool)
+    file_spooled(runtime.engine, spool, runtime.clock.now())
     [row] = rows(runtime)
     assert (row.outcome, row.reason, row.raw) == ("quarantined", result.reason, raw)
     assert row.processed_at is not None
@@ -173,7 +173,7 @@ def test_entries_of_another_version_with_a_column_more_or_less_are_filed_togethe
         newer["column_of_a_later_version"] = "x"
         for (id_, _), fields in zip(spooled, (older, newer)):
             connection.execute("UPDATE spool SET fields = ? WHERE id = ?", (json.dumps(fields), id_))
-    assert file_spooled(runtime.engine, spool) == 3
+    assert file_spooled(runtime.engine, spool, runtime.clock.now()) == 3
     filed = {r.subject: r for r in rows(runtime)}
     assert sorted(filed) == ["Written by a newer version", "Written by an older version", "Written by this version"]
     assert {r.outcome for r in filed.values()} == {"pending"} and spool.count() == 0
