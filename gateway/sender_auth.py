@@ -21,6 +21,7 @@ input bytes.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -117,7 +118,7 @@ def _trusted_results(values: Sequence[str], trusted_ids: Sequence[str]):
         return None
     for value in values:
         named = _plain_authserv_id(value)
-        if named is not None and named not in wanted:   # another hop's field: not worth authres's 0.5 ms
+        if named is not None and named not in wanted:   # another hop's field: not worth a parse
             continue
         parsed = _parsed_results(value)
         if parsed is not None and str(parsed.authserv_id or "").lower() in wanted:
@@ -143,9 +144,31 @@ def _plain_authserv_id(value: str) -> str | None:
 def _parsed_results(value: str):
     """The parsed field, or None when it does not parse."""
     try:
-        return authres.AuthenticationResultsHeader.parse_value(value)
+        return _ResultsParser.parse_value(authres.core_features(), value)
     except Exception:  # noqa: BLE001 -- a broken field proves nothing; the caller tries the next one
         return None
+
+
+class _ResultsParser(authres.core.AuthenticationResultsHeader):
+    """authres's own parser, with each grammar pattern compiled once.
+
+    Stock authres compiles its patterns again on every use (about 380 times for a
+    border MTA's field: 0.5 ms of every delivery). This is the same grammar and the
+    same results; ``tests/test_sender_auth.py`` holds it to stock authres field by field.
+    """
+
+    def _parse_pattern(self, pattern):
+        # authres: ``re.compile("^" + pattern, re.I).sub(<remember match>, text, 1)``
+        regexp = pattern if authres.core.isre(pattern) else _anchored(pattern)
+        match = regexp.search(self._parse_text)
+        if match is not None:
+            self._parse_text = self._parse_text[:match.start()] + self._parse_text[match.end():]
+        return match
+
+
+@functools.lru_cache(maxsize=512)
+def _anchored(pattern: str) -> re.Pattern:
+    return re.compile(r"^" + pattern, re.I)
 
 
 def _judge_results(parsed, domain: str) -> AuthResult:

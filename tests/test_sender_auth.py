@@ -283,3 +283,46 @@ def test_signup_verification_mail_opens_nothing_and_reveals_nothing(guarded, sub
     assert new == []
     outbox = b"".join(bytes(m) for m in guarded.delivered())
     assert b"VERIFY-CODE-493-817" not in outbox and b"f1e2d3c4b5a6978877665544" not in outbox
+
+
+# -- the Authentication-Results parser: authres's grammar, patterns compiled once ----------------
+
+AR_FIELDS = [
+    "mx.desk.example.com; dkim=pass (2048-bit key) header.d=acme.example header.s=sel header.b=AbCd1234;"
+    " dmarc=pass (p=quarantine dis=none) header.from=acme.example; spf=pass smtp.mailfrom=acme.example",
+    "mx.google.com; dkim=pass header.i=@acme.example header.s=20230601 header.b=\"Xy/+=\";"
+    " spf=pass (google.com: domain of a@acme.example designates 192.0.2.1 as permitted sender)"
+    " smtp.mailfrom=a@acme.example; dmarc=pass (p=NONE sp=NONE dis=NONE) header.from=acme.example",
+    "example.org 1; none",
+    "(a (nested) comment) example.com; auth=pass (cram-md5) smtp.auth=sender@example.com; spf=pass"
+    " smtp.mailfrom=example.com",
+    "example.com; sender-id=fail header.from=example.com; dkim=pass (good signature) header.d=example.com",
+    "example.com; dkim=pass reason=\"good signature\" header.i=@mail-router.example.net;"
+    " dkim=fail reason=\"bad signature\" header.i=@newyork.example.com",
+    "mx.example; dmarc=fail header.from=\"quoted.example\"",
+    "mx.example; dkim=pass header.d=acme.example;",            # trailing semicolon: not the grammar
+    "mx.example; dkim=",                                        # cut off
+    "mx.example; dkim=pass (unclosed comment header.d=acme.example",
+    "",
+]
+
+
+def _shape(parse, value):
+    """What a parse gives, comparably: the results' fields, or the error it raised."""
+    try:
+        header = parse(value)
+    except Exception as exc:  # noqa: BLE001 -- errors must match too
+        return ("error", type(exc).__name__, str(exc))
+    return (header.authserv_id, header.version, [
+        (str(r.method), str(r.result), r.reason, [(p.type, p.name, str(p.value)) for p in r.properties or []])
+        for r in header.results])
+
+
+@pytest.mark.parametrize("value", AR_FIELDS + [f[:cut] for f in AR_FIELDS[:2] for cut in range(0, 260, 7)])
+def test_results_parser_reads_every_field_as_stock_authres_does(value):
+    import authres
+
+    from gateway.sender_auth import _ResultsParser
+    stock = _shape(authres.AuthenticationResultsHeader.parse_value, value)
+    ours = _shape(lambda v: _ResultsParser.parse_value(authres.core_features(), v), value)
+    assert ours == stock
