@@ -79,7 +79,25 @@ def receive(engine: Engine, settings: Settings, raw: bytes, envelope_from: str, 
     message goes there instead of into ``inbound`` (``storage/spool.py``;
     ``gateway/filing.py`` moves it on) and the result has no ``inbound_id``.
     """
-    headers = parse_headers(raw)
+    assessment = assess(engine, settings, raw, envelope_from, recipients, now, channel, resolver, spool)
+    return store(engine, assessment, raw, now, spool)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The judging of one delivery, before anything is written."""
+
+    fields: dict                 # the inbound row's columns
+    decision: policy.Decision
+    seen: bool                   # (spool) the same message is in ``inbound`` already
+
+
+def assess(engine: Engine, settings: Settings, raw: bytes, envelope_from: str, recipients: Sequence[str],
+           now: datetime, channel: str = "smtp", resolver: Resolver | None = None, spool: Spool | None = None,
+           headers: HeaderSummary | None = None) -> Assessment:
+    """The first half of ``receive``: reads and checks only (DNS when DKIM is verified here, see
+    ``screening.needs_network``). ``headers``: ``parse_headers(raw)``, when the caller has it."""
+    headers = headers or parse_headers(raw)
     digest = content_hash(raw)
     key = dedupe_key(headers.message_id, digest)
     signer = _signer(engine, settings)
@@ -94,16 +112,32 @@ def receive(engine: Engine, settings: Settings, raw: bytes, envelope_from: str, 
               "envelope_to": json.dumps(list(recipients)), "message_id": headers.message_id,
               "from_addr": headers.from_addr, "subject": headers.subject[:500], "size": len(raw),
               "content_sha256": digest, "reason_code": decision.rule,
-              "auth": checks.auth.to_json() if checks.auth else ""}
+              "auth": checks.auth.to_json() if checks.auth else "", "dedupe_key": key}
+    return Assessment(fields, decision, bool(seen))
+
+
+def store(engine: Engine, assessment: Assessment, raw: bytes, now: datetime, spool: Spool | None = None
+          ) -> IntakeResult:
+    """The second half of ``receive``: record a refusal, or store the message (in the spool when given)."""
+    decision, fields = assessment.decision, dict(assessment.fields)
     held = decision.reason if decision.verdict is policy.Verdict.QUARANTINE else None
     if decision.verdict is policy.Verdict.REFUSE:   # recorded at once, spool or not: rare, and nothing to process
+        del fields["dedupe_key"]
         return groupcommit.shared(engine).run(lambda session: store_refusal(session, fields, decision.reason, now))
-    fields["dedupe_key"] = key
     if spool is not None:
-        spool.append({**fields, "held": held}, raw)
-        return IntakeResult("duplicate" if seen else "accepted", held or "stored", None, decision.rule)
+        entry, result = spool_entry(assessment)
+        spool.append(entry, raw)
+        return result
     fields["raw"] = raw
     return groupcommit.shared(engine).run(lambda session: store_message(session, fields, held, now))
+
+
+def spool_entry(assessment: Assessment) -> tuple[dict, IntakeResult]:
+    """An accepted message's spool fields, and the answer once they (and the message) are in the spool."""
+    decision = assessment.decision
+    held = decision.reason if decision.verdict is policy.Verdict.QUARANTINE else None
+    result = IntakeResult("duplicate" if assessment.seen else "accepted", held or "stored", None, decision.rule)
+    return {**assessment.fields, "held": held}, result
 
 
 def store_refusal(session, fields: dict, reason: str, now: datetime) -> IntakeResult:

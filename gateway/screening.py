@@ -30,7 +30,7 @@ from gateway import bounces, limits, loops, policy
 from gateway.classify import Classification
 from gateway.config import Settings
 from gateway.parsing import HeaderSummary, ParsedMessage
-from gateway.sender_auth import AuthResult, Resolver, authenticate
+from gateway.sender_auth import AuthResult, Resolver, authenticate, may_ask_dns
 from gateway.tokens import Signer
 from storage import queries
 from storage.models import Inbound
@@ -62,6 +62,11 @@ def screen(settings: Settings, raw: bytes, headers: HeaderSummary, person: polic
         log.exception("intake checks failed on a message from %s", _redact(headers.from_addr))
         return Screening(policy.Decision(policy.Verdict.QUARANTINE, "check-failed",
                                          f"quarantined: the intake checks failed ({type(exc).__name__})"))
+
+
+def needs_network(settings: Settings, headers: HeaderSummary) -> bool:
+    """Whether ``screen`` may wait for DNS on this message (our own DKIM verification)."""
+    return may_ask_dns(headers.headers, settings.auth)
 
 
 def signer_for(session: Session, settings: Settings) -> Signer:

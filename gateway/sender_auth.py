@@ -108,6 +108,17 @@ def authenticate(raw: bytes, headers: Mapping[str, Sequence[str]], from_addr: st
                        resolver or default_resolver(config))
 
 
+def may_ask_dns(headers: Mapping[str, Sequence[str]], config: AuthConfig) -> bool:
+    """Whether ``authenticate`` may look up DKIM keys for this message (so must not run where waiting hurts).
+
+    True when nothing trusted speaks for the message and it carries a signature we would
+    verify; whether the sender is known, and so checked at all, is not asked here.
+    """
+    if config.policy == "off" or not config.verify_dkim or not headers.get("dkim-signature"):
+        return False
+    return _trusted_results(headers.get("authentication-results", ()), config.trusted_authserv_ids) is None
+
+
 # -- Authentication-Results of a trusted border MTA -----------------------------------------
 
 
@@ -141,8 +152,9 @@ def _plain_authserv_id(value: str) -> str | None:
     return _TOKEN_END.split(text, maxsplit=1)[0].lower()
 
 
+@functools.lru_cache(maxsize=32)   # ``may_ask_dns`` and then ``authenticate`` read the same field
 def _parsed_results(value: str):
-    """The parsed field, or None when it does not parse."""
+    """The parsed field (not to be changed: it is shared), or None when it does not parse."""
     try:
         return _ResultsParser.parse_value(authres.core_features(), value)
     except Exception:  # noqa: BLE001 -- a broken field proves nothing; the caller tries the next one

@@ -61,9 +61,13 @@ class Spool:
 
     def append(self, fields: dict, raw: bytes) -> None:
         """Store one message, committed (with the deliveries of the moment) when this returns."""
-        row = (secrets.token_hex(16), json.dumps(fields, default=_iso), raw)
-        self._committer.run(lambda cursor: cursor.execute(
-            "INSERT INTO spool (key, fields, raw) VALUES (?, ?, ?)", row))
+        row = _row(fields, raw)
+        self._committer.run(lambda cursor: cursor.execute(_INSERT, row))
+
+    def append_many(self, entries: list[tuple[dict, bytes]]) -> None:
+        """Store several messages in one transaction, committed when this returns."""
+        rows = [_row(fields, raw) for fields, raw in entries]
+        self._committer.run(lambda cursor: cursor.executemany(_INSERT, rows))
 
     def oldest(self, limit: int) -> list[Entry]:
         with self._lock:
@@ -118,6 +122,13 @@ def spool_path(database_url: str) -> Path | None:
         return None
     path = Path(database)
     return path.with_name(f"{path.stem}.spool{path.suffix or '.db'}")
+
+
+_INSERT = "INSERT INTO spool (key, fields, raw) VALUES (?, ?, ?)"
+
+
+def _row(fields: dict, raw: bytes) -> tuple[str, str, bytes]:
+    return secrets.token_hex(16), json.dumps(fields, default=_iso), raw
 
 
 def _iso(value):

@@ -5,6 +5,8 @@ injected into the gateway, so no test touches the network. Mail is signed with d
 exactly as a customer's server would sign it.
 """
 import base64
+import threading
+import time
 
 import dkim
 import pytest
@@ -24,9 +26,11 @@ class Zone:
         self.records: dict[bytes, bytes] = {}
         self.lookups = 0
         self.down = False
+        self.delay = 0.0   # seconds each answer takes
 
     def __call__(self, name: bytes, timeout: float = 5) -> bytes | None:
         self.lookups += 1
+        time.sleep(self.delay)
         if self.down:
             raise TimeoutError("DNS timed out")
         return self.records.get(name)
@@ -255,6 +259,26 @@ def test_signed_mail_whose_key_cannot_be_looked_up_is_treated_as_unsigned(guarde
     assert guarded.inbound()[-1]["outcome"] == "ticket_created"
 
 
+def test_a_slow_dns_answer_holds_up_only_its_own_delivery(guarded, keys, zone):
+    """DKIM verification waits for DNS in a thread: other senders are answered meanwhile."""
+    zone.delay = 2.0
+    raw = signed(keys, mail("alice@acme.example", "Export", "The export fails."), "acme.example")
+    finished = {}
+
+    def send_signed() -> None:
+        finished["signed"] = (guarded.send(raw, sender="alice@acme.example")[0], time.monotonic())
+
+    sender = threading.Thread(target=send_signed)
+    sender.start()
+    time.sleep(0.3)   # the signed message is waiting for its key now
+    code, _ = guarded.send(mail("bob@globex.example", "Printing", "Printing fails."), sender="bob@globex.example")
+    answered = time.monotonic()
+    sender.join(10)
+    assert code == 250 and finished["signed"][0] == 250
+    assert answered < finished["signed"][1] - 1.0
+    assert {r["outcome"] for r in guarded.inbound()} == {"ticket_created"}
+
+
 def test_unknown_senders_cost_no_dns_lookup(guarded, keys, zone):
     raw = signed(keys, mail("mallory@evil.example", "Hi", "x"), "evil.example")
     code, _ = guarded.send(raw, sender="mallory@evil.example")
@@ -326,3 +350,21 @@ def test_results_parser_reads_every_field_as_stock_authres_does(value):
     stock = _shape(authres.AuthenticationResultsHeader.parse_value, value)
     ours = _shape(lambda v: _ResultsParser.parse_value(authres.core_features(), v), value)
     assert ours == stock
+
+
+@pytest.mark.parametrize("fields, config, asks", [
+    ("DKIM-Signature: v=1; d=acme.example; s=s1; b=x\r\n", {}, True),
+    ("", {}, False),                                                            # nothing to verify
+    ("DKIM-Signature: v=1; d=acme.example; s=s1; b=x\r\n", {"verify_dkim": False}, False),
+    ("DKIM-Signature: v=1; d=acme.example; s=s1; b=x\r\n", {"policy": "off"}, False),
+    ("Authentication-Results: mx.desk.example.com; dkim=pass header.d=acme.example\r\n"
+     "DKIM-Signature: v=1; d=acme.example; s=s1; b=x\r\n", {"trusted_authserv_ids": ("mx.desk.example.com",)}, False),
+    ("Authentication-Results: mx.desk.example.com; dkim=pass header.d=acme.example\r\n"   # not ours to trust
+     "DKIM-Signature: v=1; d=acme.example; s=s1; b=x\r\n", {}, True),
+    ("Authentication-Results: mx.desk.example.com; dkim=(broken\r\n"                       # trusted, unreadable
+     "DKIM-Signature: v=1; d=acme.example; s=s1; b=x\r\n", {"trusted_authserv_ids": ("mx.desk.example.com",)}, True),
+])
+def test_whether_judging_may_wait_for_dns(fields, config, asks):
+    from gateway.sender_auth import may_ask_dns
+    raw = fields.encode() + mail("alice@acme.example", "Export", "x").as_bytes()
+    assert may_ask_dns(parse_headers(raw).headers, AuthConfig(**config)) is asks

@@ -194,3 +194,46 @@ def test_an_entry_that_cannot_be_filed_is_set_aside_quarantined_and_the_rest_is_
     aside = by_raw[raws[1]]
     assert aside.reason_code == "filing-failed" and "could not be filed" in aside.reason and aside.error
     assert spool.count() == 0
+
+
+def _counting_spool(tmp_path, fail_first: bool = False):
+    """A real spool whose batch writes are slow (the others queue meanwhile) and counted."""
+    from storage.spool import Spool
+    spool, sizes = Spool(tmp_path / "pd.spool.db"), []
+    write = spool.append_many
+
+    def slow_write(entries):
+        sizes.append(len(entries))
+        time.sleep(0.2)
+        if fail_first and len(sizes) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        write(entries)
+
+    spool.append_many = slow_write
+    return spool, sizes
+
+
+def _append_together(spool, count: int) -> list:
+    import asyncio
+
+    from gateway.smtp_server import SpoolBatches
+
+    async def deliveries():
+        batches = SpoolBatches(spool)
+        return await asyncio.gather(*(batches.append({"n": n}, b"message %d" % n) for n in range(count)),
+                                    return_exceptions=True)
+    return asyncio.run(deliveries())
+
+
+def test_spool_writes_of_the_moment_share_one_commit(tmp_path):
+    """SMTP deliveries arriving while a spool commit runs are written together by the next one."""
+    spool, sizes = _counting_spool(tmp_path)
+    assert _append_together(spool, 8) == [None] * 8
+    assert sizes == [1, 7] and spool.count() == 8
+
+
+def test_a_failed_spool_commit_fails_the_deliveries_in_it_and_no_others(tmp_path):
+    spool, sizes = _counting_spool(tmp_path, fail_first=True)
+    results = _append_together(spool, 8)
+    assert isinstance(results[0], sqlite3.OperationalError) and results[1:] == [None] * 7
+    assert sizes == [1, 7] and [e.fields["n"] for e in spool.oldest(10)] == list(range(1, 8))
