@@ -266,22 +266,29 @@ def _parse_date(values: Sequence[str]) -> datetime | None:
 def _header_fields(msg: Message) -> dict:
     """Every header-derived field of :class:`ParsedMessage`."""
     raw = _raw_headers(msg)
-    from_addr, from_name, from_count = _from_fields(raw.get("from", []))
-    headers = {name: tuple(_decode_header(v) for v in values) for name, values in raw.items()}
     return {
-        "message_id": _message_id(raw.get("message-id", [])),
+        **_summary_fields(raw),
         "in_reply_to": _message_ids(raw.get("in-reply-to", [])),
         "references": _message_ids(raw.get("references", [])),
-        "from_addr": from_addr,
-        "from_name": from_name,
-        "from_count": from_count,
         "sender": next(iter(_addresses(raw.get("sender", []))), None),
         "to": _addresses(raw.get("to", [])),
         "cc": _addresses(raw.get("cc", [])),
         "reply_to": _addresses(raw.get("reply-to", [])),
+        "date": _parse_date(raw.get("date", [])),
+    }
+
+
+def _summary_fields(raw: dict[str, list[str]]) -> dict:
+    """The fields of :class:`HeaderSummary`, plus the From display name."""
+    from_addr, from_name, from_count = _from_fields(raw.get("from", []))
+    headers = {name: tuple(_decode_header(v) for v in values) for name, values in raw.items()}
+    return {
+        "message_id": _message_id(raw.get("message-id", [])),
+        "from_addr": from_addr,
+        "from_name": from_name,
+        "from_count": from_count,
         "subject": headers.get("subject", ("",))[0],
         "headers": MappingProxyType(headers),
-        "date": _parse_date(raw.get("date", [])),
     }
 
 
@@ -478,8 +485,8 @@ def parse_headers(raw: bytes) -> HeaderSummary:
     2
     """
     try:
-        fields = _header_fields(_headers_only(bytes(raw)))
+        fields = _summary_fields(_raw_headers(_headers_only(bytes(raw))))
     except Exception:  # noqa: BLE001 -- an unreadable header block is "nothing known"
-        fields = _header_fields(Message())
-    keep = ("message_id", "from_addr", "from_count", "subject", "headers")
-    return HeaderSummary(**{name: fields[name] for name in keep})
+        fields = _summary_fields({})
+    del fields["from_name"]
+    return HeaderSummary(**fields)
