@@ -3,10 +3,11 @@
 - RCPT: only the support address and its ``+token`` variants (550 5.1.1 otherwise).
 - DATA: the sender is judged from the headers alone; an unknown, shared or list
   sender gets 550 5.7.1 with the reason. Everything else is stored through
-  ``intake.receive`` (in a thread: the database is blocking) and only then
-  answered 250 (on SQLite into the spool, ``storage/spool.py``, which a thread of
-  ``serve`` files into the database; there the loop judges, a thread stores). Any failure to store is 451 4.3.0, and
-  aiosmtpd's default exception reply (a permanent 500 that leaks internals) is replaced.
+  ``intake.receive`` and only then answered 250: into the SQLite spool
+  (``storage/spool.py``, filed into the database by a thread of ``serve``), the loop
+  judging and a thread writing; without a spool (PostgreSQL) all in a thread.
+  Any failure to store is 451 4.3.0, and aiosmtpd's default exception reply (a
+  permanent 500 that leaks internals) is replaced.
 """
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ class SpoolBatches:
         self._writing = False
         error = asyncio.CancelledError() if done.cancelled() else done.exception()
         for _, _, committed in batch:
-            if committed.done():   # the delivery was given up (connection lost); its message stays stored
+            if committed.done():   # the delivery was given up meanwhile (connection lost)
                 continue
             if error is None:
                 committed.set_result(None)
