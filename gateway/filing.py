@@ -38,15 +38,16 @@ _INSERT = insert(_INBOUND)
 _COLUMNS = frozenset(_INBOUND.c.keys())
 
 
-def file_spooled(engine: Engine, spool: Spool, now: datetime, limit: int = 500) -> int:
-    """File the oldest spooled deliveries (up to ``limit``) into ``inbound``; returns how many were taken.
+def file_spooled(engine: Engine, spool: Spool, now: datetime, limit: int = 500, most_bytes: int | None = None) -> int:
+    """File the oldest spooled deliveries (up to ``limit``, and beyond the first up to ``most_bytes`` of
+    messages: they are held in memory together) into ``inbound``; returns how many were taken.
 
     When the batch fails on something other than the database itself (a row another process
     filed just now, or an entry that cannot be filed), each entry gets a transaction of its
     own; an entry that fails alone is filed ``quarantined`` with the error (``now``: when),
     so one bad entry never holds up the mail behind it. A database that is down raises.
     """
-    entries = spool.oldest(limit)
+    entries = spool.oldest(limit, most_bytes)
     if not entries:
         return 0
     try:
@@ -125,8 +126,10 @@ def _row(entry: Entry) -> dict:
 class SpoolFiler:
     """The thread that files the spool, woken by every stored message; ``on_filed`` wakes the worker."""
 
-    def __init__(self, engine: Engine, spool: Spool, on_filed: Callable[[], None], clock: Clock) -> None:
+    def __init__(self, engine: Engine, spool: Spool, on_filed: Callable[[], None], clock: Clock,
+                 most_bytes: int | None = None) -> None:
         self.engine, self.spool, self.on_filed, self.clock = engine, spool, on_filed, clock
+        self.most_bytes = most_bytes   # of messages per batch (``[smtp] max_message_bytes`` in serve)
         self.wake, self.stopping = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run, name="postdesk-filer", daemon=True)
 
@@ -154,5 +157,5 @@ class SpoolFiler:
             self.wake.wait(1.0)
 
     def _file_all(self) -> None:
-        while file_spooled(self.engine, self.spool, self.clock.now()):
+        while file_spooled(self.engine, self.spool, self.clock.now(), most_bytes=self.most_bytes):
             self.on_filed()

@@ -229,8 +229,8 @@ async def serve(runtime: Runtime, ready: threading.Event | None = None,
     if runtime.spool is None:
         runtime.spool = open_spool(settings)
     background = BackgroundProcess(runtime) if worker == "process" else BackgroundWork(runtime)
-    filer = (SpoolFiler(runtime.engine, runtime.spool, background.wake.set, runtime.clock)
-             if runtime.spool is not None else None)
+    filer = (SpoolFiler(runtime.engine, runtime.spool, background.wake.set, runtime.clock,
+                        most_bytes=settings.smtp.max_message_bytes) if runtime.spool is not None else None)
     on_stored = filer.wake.set if filer is not None else background.wake.set
     handler = GatewayHandler(runtime.engine, settings, runtime.clock, on_stored=on_stored,
                              resolver=runtime.deps.resolver, spool=runtime.spool)

@@ -27,12 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def process_pending(engine: Engine, deps: Deps, clock: Clock, limit: int = 100, batch: int = 1) -> int:
-    """Process up to ``limit`` pending inbound messages, ``batch`` to a transaction; returns how many were handled."""
+    """Process up to ``limit`` pending inbound messages, up to ``batch`` to a transaction; returns how many
+    were handled."""
     with transaction(engine) as session:
-        ids = queries.pending_inbound_ids(session, limit)
-    handled, size = 0, max(1, batch)
-    for start in range(0, len(ids), size):
-        chunk = ids[start:start + size]
+        pending = queries.pending_inbound(session, limit)
+    handled = 0
+    for chunk in batches(pending, batch, deps.settings.smtp.max_message_bytes):
         prepared = {inbound_id: _prepare(engine, deps, inbound_id) for inbound_id in chunk}   # needs no lock
         let_front_doors_go(engine)   # SQLite: a sender waiting for its 250 writes first
         if len(chunk) == 1:
@@ -40,6 +40,31 @@ def process_pending(engine: Engine, deps: Deps, clock: Clock, limit: int = 100, 
         else:
             handled += _process_batch(engine, deps, chunk, clock.now(), prepared)
     return handled
+
+
+def batches(pending: list[tuple[int, int]], most: int, most_bytes: int) -> list[list[int]]:
+    """Consecutive messages per transaction: at most ``most``, and beyond the first at most ``most_bytes`` together.
+
+    A batch's messages are parsed before its transaction and held until it ends, so the
+    bytes bound keeps the worker's memory near one message of the largest size accepted.
+
+    >>> batches([(1, 10), (2, 10), (3, 90), (4, 5), (5, 5)], most=3, most_bytes=100)
+    [[1, 2], [3, 4, 5]]
+    >>> batches([(1, 500), (2, 1)], most=20, most_bytes=100)   # a message over the bound goes alone
+    [[1], [2]]
+    """
+    chunks: list[list[int]] = []
+    chunk: list[int] = []
+    size = 0
+    for inbound_id, nbytes in pending:
+        if chunk and (len(chunk) >= max(1, most) or size + nbytes > most_bytes):
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(inbound_id)
+        size += nbytes
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def _prepare(engine: Engine, deps: Deps, inbound_id: int) -> Prepared | None:

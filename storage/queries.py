@@ -413,9 +413,10 @@ def list_outbox(session: Session, status: str | None = None) -> list[dict]:
     return [outbox_record(r) for r in session.exec(query)]
 
 
-def pending_inbound_ids(session: Session, limit: int = 100) -> list[int]:
-    query = select(Inbound.id).where(Inbound.outcome == "pending").order_by(Inbound.id).limit(limit)
-    return list(session.exec(query))
+def pending_inbound(session: Session, limit: int = 100) -> list[tuple[int, int]]:
+    """The oldest pending messages: (id, size in bytes)."""
+    query = select(Inbound.id, Inbound.size).where(Inbound.outcome == "pending").order_by(Inbound.id).limit(limit)
+    return [(inbound_id, size or 0) for inbound_id, size in session.exec(query)]
 
 
 _CLAIM_INBOUND = (select(Inbound).where(Inbound.id == bindparam("inbound_id"), Inbound.outcome == "pending")

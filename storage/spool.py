@@ -69,10 +69,14 @@ class Spool:
         rows = [_row(fields, raw) for fields, raw in entries]
         self._committer.run(lambda cursor: cursor.executemany(_INSERT, rows))
 
-    def oldest(self, limit: int) -> list[Entry]:
+    def oldest(self, limit: int, most_bytes: int | None = None) -> list[Entry]:
+        """The oldest entries: at most ``limit``, and beyond the first at most ``most_bytes`` of messages together."""
         with self._lock:
-            rows = self._connection.execute("SELECT id, key, fields, raw FROM spool ORDER BY id LIMIT ?",
-                                            (limit,)).fetchall()
+            sizes = self._connection.execute("SELECT id, length(raw) FROM spool ORDER BY id LIMIT ?",
+                                             (limit,)).fetchall()   # length() reads no message
+            taken = _within(sizes, most_bytes)
+            rows = self._connection.execute("SELECT id, key, fields, raw FROM spool WHERE id <= ? ORDER BY id LIMIT ?",
+                                            (taken[-1][0], len(taken))).fetchall() if taken else []
         return [Entry(id_, key, _readable(fields), raw) for id_, key, fields, raw in rows]
 
     def forget(self, ids: list[int]) -> None:
@@ -122,6 +126,16 @@ def spool_path(database_url: str) -> Path | None:
         return None
     path = Path(database)
     return path.with_name(f"{path.stem}.spool{path.suffix or '.db'}")
+
+
+def _within(sizes: list[tuple[int, int]], most_bytes: int | None) -> list[tuple[int, int]]:
+    """The leading (id, size) pairs whose sizes stay within ``most_bytes`` (the first always)."""
+    total = 0
+    for count, (_, size) in enumerate(sizes):
+        total += size or 0
+        if count and most_bytes is not None and total > most_bytes:
+            return sizes[:count]
+    return sizes
 
 
 _INSERT = "INSERT INTO spool (key, fields, raw) VALUES (?, ?, ?)"

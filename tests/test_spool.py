@@ -237,3 +237,22 @@ def test_a_failed_spool_commit_fails_the_deliveries_in_it_and_no_others(tmp_path
     results = _append_together(spool, 8)
     assert isinstance(results[0], sqlite3.OperationalError) and results[1:] == [None] * 7
     assert sizes == [1, 7] and [e.fields["n"] for e in spool.oldest(10)] == list(range(1, 8))
+
+
+def test_filing_holds_about_one_largest_message_of_bytes_at_a_time(desk):
+    """A burst of large messages is filed a few at a time, not all at once into memory."""
+    runtime, spool = desk
+    raws = [mail("alice@acme.example", f"Log {n}", "x" * 4000).as_bytes() for n in range(5)]
+    for raw in raws:
+        deliver(runtime, spool, raw)
+    bound = int(len(raws[0]) * 2.5)
+    taken = []
+    while spool.count():
+        taken.append(file_spooled(runtime.engine, spool, runtime.clock.now(), most_bytes=bound))
+    assert taken == [2, 2, 1]
+    assert [row.subject for row in rows(runtime)] == [f"Log {n}" for n in range(5)]
+    big = mail("alice@acme.example", "Huge", "y" * 20000).as_bytes()   # larger than the bound: filed alone
+    deliver(runtime, spool, big)
+    deliver(runtime, spool, raw_mail("Small"))
+    assert file_spooled(runtime.engine, spool, runtime.clock.now(), most_bytes=bound) == 1
+    assert file_spooled(runtime.engine, spool, runtime.clock.now(), most_bytes=bound) == 1

@@ -80,3 +80,32 @@ def test_messages_of_a_batch_see_each_other(runtime):
         rows = session.exec(select(Inbound.outcome, Inbound.ticket_number).order_by(Inbound.id)).all()
     assert [outcome for outcome, _ in rows] == ["ticket_created", "reply"]
     assert rows[0][1] == rows[1][1] is not None
+
+
+def test_a_batch_holds_about_one_largest_message_of_bytes(tmp_path):
+    """The messages of a batch are parsed before its transaction: their bytes together stay near max_message_bytes."""
+    raws = [mail("alice@acme.example", f"Log {n}", "x" * 4000).as_bytes() for n in range(3)]
+    settings = settings_from_mapping({"database": {"url": f"sqlite:///{tmp_path / 'pd.db'}"},
+                                      "outbound": {"maildir": str(tmp_path / "md")},
+                                      "smtp": {"max_message_bytes": int(len(raws[0]) * 2.5)}}, base_dir=tmp_path)
+    runtime = build_runtime(settings)
+    with transaction(runtime.engine) as session:
+        admin.add_organization(session, settings, runtime.clock.now(), "ACME", "gold", "alice@acme.example")
+    for raw in raws:
+        receive(runtime.engine, settings, raw, "alice@acme.example", [SUPPORT], runtime.clock.now())
+    commits = []
+    event.listen(runtime.engine, "commit", lambda _connection: commits.append(1))
+    assert process_pending(runtime.engine, runtime.deps, runtime.clock, batch=10) == 3
+    assert len(commits) == 3   # the pending ids, the first two messages, the third alone
+    assert set(outcomes(runtime).values()) == {"ticket_created"}
+
+
+@pytest.mark.parametrize("pending, most, most_bytes, expected", [
+    ([(1, 10), (2, 10), (3, 90), (4, 5), (5, 5)], 3, 100, [[1, 2], [3, 4, 5]]),
+    ([(1, 500), (2, 1)], 20, 100, [[1], [2]]),                 # a message over the bound goes alone
+    ([(n, 1) for n in range(1, 6)], 2, 100, [[1, 2], [3, 4], [5]]),
+    ([(1, 1), (2, 1)], 0, 100, [[1], [2]]),                     # a batch of 0 means one at a time
+    ([], 20, 100, []),
+])
+def test_batches_by_count_and_bytes(pending, most, most_bytes, expected):
+    assert worker.batches(pending, most, most_bytes) == expected
