@@ -9,6 +9,7 @@ ticket changes.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from datetime import datetime
@@ -33,7 +34,7 @@ def process_pending(engine: Engine, deps: Deps, clock: Clock, limit: int = 100, 
         pending = queries.pending_inbound(session, limit)
     handled = 0
     for chunk in batches(pending, batch, deps.settings.smtp.max_message_bytes):
-        prepared = {inbound_id: _prepare(engine, deps, inbound_id) for inbound_id in chunk}   # needs no lock
+        prepared = _prepare(engine, deps, chunk)   # needs no lock
         let_front_doors_go(engine)   # SQLite: a sender waiting for its 250 writes first
         if len(chunk) == 1:
             handled += process_inbound(engine, deps, chunk[0], clock.now(), prepared[chunk[0]])
@@ -67,15 +68,19 @@ def batches(pending: list[tuple[int, int]], most: int, most_bytes: int) -> list[
     return chunks
 
 
-def _prepare(engine: Engine, deps: Deps, inbound_id: int) -> Prepared | None:
+def _prepare(engine: Engine, deps: Deps, ids: list[int]) -> dict[int, Prepared | None]:
     """The database-free part of processing, before the transaction; None leaves it all to the transaction."""
+    prepared: dict[int, Prepared | None] = dict.fromkeys(ids)
     try:
         with reading(engine) as session:
-            row = session.exec(select(Inbound.raw, Inbound.envelope_from, Inbound.channel)
-                               .where(Inbound.id == inbound_id, Inbound.outcome == "pending")).first()
-        return prepare(row[0] or b"", row[1], row[2], deps) if row is not None else None
+            rows = session.exec(select(Inbound.id, Inbound.raw, Inbound.envelope_from, Inbound.channel)
+                                .where(Inbound.id.in_(ids), Inbound.outcome == "pending")).all()
     except Exception:  # noqa: BLE001 - the transaction does it again and quarantines what fails
-        return None
+        return prepared
+    for inbound_id, raw, envelope_from, channel in rows:
+        with contextlib.suppress(Exception):   # likewise
+            prepared[inbound_id] = prepare(raw or b"", envelope_from, channel, deps)
+    return prepared
 
 
 def process_inbound(engine: Engine, deps: Deps, inbound_id: int, now: datetime,
