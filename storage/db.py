@@ -121,11 +121,22 @@ def share_urgency(engine: Engine, counter) -> None:
 def let_front_doors_go(engine: Engine, most_seconds: float = 0.05) -> None:
     """Between two messages, the worker waits (a little) while a front door waits for SQLite's lock."""
     turn = _WRITERS.get(engine)
-    if turn is None or not turn.urgent.value:
+    if turn is None or not _waiting_front_doors(turn.urgent):
         return
     deadline = time.monotonic() + most_seconds
-    while turn.urgent.value and time.monotonic() < deadline:
+    while _waiting_front_doors(turn.urgent) and time.monotonic() < deadline:
         time.sleep(0.0002)
+
+
+def _waiting_front_doors(counter) -> int:
+    """The urgency counter, read without its lock (reading an int needs none).
+
+    ``serve`` killed while one of its threads held the lock of the shared counter leaves
+    that lock taken for good; a worker reading through it would block there for ever,
+    never noticing that ``serve`` is gone.
+    """
+    shared = getattr(counter, "get_obj", None)   # multiprocessing.Value: the plain ctypes int behind the lock
+    return (shared() if shared is not None else counter).value
 
 
 def create_schema(engine: Engine) -> None:

@@ -76,3 +76,25 @@ def test_the_worker_waits_while_a_front_door_waits_for_the_lock(db):
     door.join()
     holder.join()
     assert order == ["front door", "worker"]
+
+
+def test_the_worker_is_not_held_by_the_lock_of_a_serve_killed_while_holding_it(db):
+    """``serve`` SIGKILLed inside ``mark_urgent`` leaves the shared counter's lock taken for good."""
+    import multiprocessing
+
+    from storage.db import share_urgency
+    engine, _ = db
+    with transaction(engine):
+        pass   # the engine's writer turn exists now
+    counter = multiprocessing.get_context("spawn").Value("i", 0)
+    share_urgency(engine, counter)
+    counter.get_lock().acquire()   # taken, and its holder gone
+    counter.get_obj().value = 1    # a front door was waiting when it died
+    worker = threading.Thread(target=let_front_doors_go, args=(engine, 0.05), daemon=True)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive()
+    counter.get_obj().value = 0
+    started = time.monotonic()
+    let_front_doors_go(engine, most_seconds=5)
+    assert time.monotonic() - started < 1
