@@ -220,7 +220,25 @@ def _background_main(settings: Settings, parent_pid: int, wake, stopping, urgent
             log.exception("the worker cannot start; retrying in 5 s")
             stopping.wait(5)
     share_urgency(runtime.engine, urgent)
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid, settings.smtp.shutdown_grace_seconds),
+                     name="postdesk-orphan-watch", daemon=True).start()
     BackgroundWork(runtime, wake, stopping, parent_pid).run()
+
+
+def _exit_when_orphaned(parent_pid: int, grace_seconds: float, every_seconds: float = 1.0) -> None:
+    """The worker child's last resort: ``serve`` gone, the child ends within ``grace_seconds`` however it is stuck.
+
+    The worker's own loop stops when it sees ``serve`` gone, but it may never look again: a
+    ``serve`` killed (SIGKILL) while one of its threads held the lock of an object they share
+    leaves that lock taken for good. Ending hard is safe: work in progress is one transaction,
+    rolled back, and the next ``serve``'s worker does it again.
+    """
+    while os.getppid() == parent_pid:
+        time.sleep(every_seconds)
+    time.sleep(grace_seconds)
+    log.error("serve (pid %s) is gone and the worker did not stop within %g s; it ends now", parent_pid,
+              grace_seconds)
+    os._exit(1)
 
 
 async def serve(runtime: Runtime, ready: threading.Event | None = None,

@@ -196,6 +196,32 @@ def test_worker_child_stops_when_serve_is_killed(served):
         send_smtp(port, "alice@acme.example", "Nobody listens")
 
 
+STUCK_CHILD = """
+import os, threading
+from gateway.service import _exit_when_orphaned
+threading.Thread(target=_exit_when_orphaned, args=(os.getppid(), 0.5, 0.05), daemon=True).start()
+lock = threading.Lock(); lock.acquire(); lock.acquire()   # stuck for good, as on a lock a dead process held
+"""
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_worker_stuck_on_a_lock_of_a_killed_serve_ends_after_the_grace_time():
+    """``serve`` SIGKILLed while holding a lock it shares with the worker: the worker still ends."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, STUCK_CHILD], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    child = int(parent.stdout.readline())
+    time.sleep(1.0)
+    assert alive(child)   # stuck, and its parent is there: it stays
+    parent.kill()
+    parent.wait(timeout=10)
+    wait_for(lambda: not alive(child), timeout=10)
+
+
 def test_worker_thread_mode_processes_mail_without_a_child(tmp_path):
     with serve_process(tmp_path, extra='worker = "thread"') as (config, port, proc):
         send_smtp(port, "alice@acme.example", "Export fails in thread mode")
