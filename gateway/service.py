@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -155,53 +156,136 @@ class BackgroundWork:
 
 
 class BackgroundProcess:
-    """The same work in ``[desk] workers`` child processes, each started again when it dies."""
+    """The same work in ``[desk] workers`` child processes, each started again when it dies.
+
+    Nothing the listener and a child share has a lock the child could die holding: a
+    child is woken and asked to stop through a pipe of its own (``Doorbell``), and reads
+    the urgency counter without its lock.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._context = multiprocessing.get_context("spawn")   # no fork of a process with threads and sockets
-        self.wake = self._context.Event()
-        self.stopping = self._context.Event()
+        self.wake = Doorbell()
+        self.stopping = threading.Event()
         self.urgent = self._context.Value("i", 0)   # a front door waits for SQLite's lock (storage/db.py)
         share_urgency(runtime.engine, self.urgent)
         self.processes: list = []
 
     def start(self) -> None:
-        self.processes = [self._spawn() for _ in range(self.runtime.settings.desk.workers)]
+        self.processes = [self._spawn(slot) for slot in range(self.runtime.settings.desk.workers)]
 
-    def _spawn(self):
+    def _spawn(self, slot: int):
+        reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_background_main, name="postdesk-worker", daemon=False,
-            args=(self.runtime.settings, os.getpid(), self.wake, self.stopping, self.urgent,
-                  logging.getLogger().level))
+            args=(self.runtime.settings, os.getpid(), reader, self.urgent, logging.getLogger().level))
         process.start()
+        reader.close()   # the child's end
+        self.wake.connect(slot, writer)
         log.info("worker process %s started", process.pid)
         return process
 
     def check(self) -> None:
         if self.stopping.is_set():
             return
-        for index, process in enumerate(self.processes):
+        for slot, process in enumerate(self.processes):
             if not process.is_alive():
                 log.error("worker process %s ended (exit code %s); starting it again", process.pid,
                           process.exitcode)
-                self.processes[index] = self._spawn()
+                self.processes[slot] = self._spawn(slot)
 
     def stop(self) -> None:
         self.stopping.set()
-        self.wake.set()
+        self.wake.stop()   # read also by a child still starting: it starts, then makes its final pass
         for process in self.processes:
             process.join(timeout=60)
             if process.is_alive():
                 log.error("worker process %s did not stop within 60 s; killed", process.pid)
                 process.kill()
                 process.join()
+        self.wake.close()
 
 
-def _background_main(settings: Settings, parent_pid: int, wake, stopping, urgent, log_level: int) -> None:
-    """Entry of the worker process: a ``BackgroundWork`` loop in the main thread."""
+class Doorbell:
+    """The listener's ends of the pipes that wake its worker children (``set()`` wakes them all).
+
+    A byte is written without blocking: a full pipe already holds a wake-up, and a child
+    that is gone is started again by ``BackgroundProcess.check``. No lock is shared with
+    a child, so a child killed at any moment cannot leave the listener waiting.
+    """
+
+    def __init__(self) -> None:
+        self._writers: dict[int, multiprocessing.connection.Connection] = {}
+        self._lock = threading.Lock()   # this process's threads only: a respawn closes a pipe another rings
+
+    def connect(self, slot: int, writer) -> None:
+        os.set_blocking(writer.fileno(), False)
+        with self._lock:
+            old = self._writers.pop(slot, None)
+            self._writers[slot] = writer
+        if old is not None:
+            old.close()
+
+    def set(self) -> None:
+        with self._lock:
+            for writer in self._writers.values():
+                try:
+                    os.write(writer.fileno(), _WAKE)
+                except OSError:   # full (a wake-up is waiting) or the child is gone
+                    pass
+
+    def stop(self, most_seconds: float = 5.0) -> None:
+        """Ask every child to stop after the messages in hand (a full pipe is waited for, a little)."""
+        deadline = time.monotonic() + most_seconds
+        with self._lock:
+            for writer in self._writers.values():
+                while True:
+                    try:
+                        os.write(writer.fileno(), _STOP)
+                    except BlockingIOError:
+                        if time.monotonic() < deadline:
+                            time.sleep(0.01)
+                            continue
+                    except OSError:   # the child is gone
+                        pass
+                    break
+
+    def close(self) -> None:
+        with self._lock:
+            writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            writer.close()
+
+
+_WAKE, _STOP = b"w", b"s"
+
+
+def _listen_for_wakes(reader, wake: threading.Event, stopping: threading.Event) -> None:
+    """A thread of the worker child: every byte from the listener wakes the loop, a stop byte stops it after the
+    messages in hand; the pipe's end (serve gone) wakes it too, to notice."""
+    while True:
+        try:
+            data = os.read(reader.fileno(), 4096)
+        except OSError:
+            data = b""
+        if _STOP in data:
+            stopping.set()
+        wake.set()
+        if not data:
+            return
+
+
+def _background_main(settings: Settings, parent_pid: int, wakes, urgent, log_level: int) -> None:
+    """Entry of the worker process: a ``BackgroundWork`` loop in the main thread.
+
+    ``wakes``: the child's end of its pipe from the listener (``Doorbell``), which also asks it to stop.
+    """
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+    wake, stopping = threading.Event(), threading.Event()
+    threading.Thread(target=_listen_for_wakes, args=(wakes, wake, stopping), name="postdesk-wakes",
+                     daemon=True).start()
 
     def finish(*_) -> None:   # SIGTERM/Ctrl-C reach the whole process group: finish the message in hand
         stopping.set()

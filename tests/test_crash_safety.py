@@ -448,7 +448,7 @@ def test_sigterm_mid_data_finishes_the_message_in_hand_and_exits_0(served):
     assert sending.reply().startswith("250 2.0.0")
     assert gateway.proc.wait(timeout=30) == 0, gateway.log_tail()
     rows = cli_json(config, "inbound", "list")
-    assert [(r["message_id"], r["outcome"]) for r in rows] == [("<in-hand@acme.example>", "ticket_created")]
+    assert [(r["message_id"], r["outcome"]) for r in rows] == [("<in-hand@acme.example>", "ticket_created")], gateway.log_tail()
     assert [t["subject"] for t in cli_json(config, "ticket", "list")] == ["Sent during shutdown"]
     sending.close()
     idle.close()

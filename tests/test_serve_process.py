@@ -319,3 +319,35 @@ def test_sigterm_during_a_backlog_stops_after_the_messages_in_hand_and_the_rest_
             third.send_signal(signal.SIGTERM)
             third.wait(timeout=60)
     assert len(json.loads(postdesk(config, "ticket", "list", "--json").stdout)) == 400
+
+
+def test_the_doorbell_wakes_a_child_and_never_waits_for_one():
+    """Waking the workers: a full pipe or a child that is gone costs the listener nothing."""
+    import multiprocessing
+    import threading
+
+    from gateway.service import Doorbell, _listen_for_wakes
+    bell = Doorbell()
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    bell.connect(0, writer)
+    woken, stopping = threading.Event(), threading.Event()
+    listening = threading.Thread(target=_listen_for_wakes, args=(reader, woken, stopping), daemon=True)
+    listening.start()
+    bell.set()
+    assert woken.wait(5) and not stopping.is_set()
+    full_reader, full_writer = multiprocessing.Pipe(duplex=False)   # nobody reads this one
+    bell.connect(1, full_writer)
+    gone_reader, gone_writer = multiprocessing.Pipe(duplex=False)
+    gone_reader.close()                                              # its child died
+    bell.connect(2, gone_writer)
+    started = time.monotonic()
+    for _ in range(100_000):   # far more than a pipe holds
+        bell.set()
+    assert time.monotonic() - started < 10
+    bell.stop(most_seconds=0.5)   # the full pipe is given up on after a while; the reading child is asked
+    assert wait_for(stopping.is_set, timeout=5)
+    woken.clear()
+    bell.close()               # serve gone: the child's end sees the pipe close and wakes to notice
+    listening.join(5)
+    assert woken.is_set() and not listening.is_alive()
+    full_reader.close()
