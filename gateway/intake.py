@@ -91,6 +91,11 @@ class Assessment:
     decision: policy.Decision
     seen: bool                   # (spool) the same message is in ``inbound`` already
 
+    @property
+    def held(self) -> str | None:
+        """Why the message is quarantined at once, or None."""
+        return self.decision.reason if self.decision.verdict is policy.Verdict.QUARANTINE else None
+
 
 def assess(engine: Engine, settings: Settings, raw: bytes, envelope_from: str, recipients: Sequence[str],
            now: datetime, channel: str = "smtp", resolver: Resolver | None = None, spool: Spool | None = None,
@@ -120,7 +125,6 @@ def store(engine: Engine, assessment: Assessment, raw: bytes, now: datetime, spo
           ) -> IntakeResult:
     """The second half of ``receive``: record a refusal, or store the message (in the spool when given)."""
     decision, fields = assessment.decision, dict(assessment.fields)
-    held = decision.reason if decision.verdict is policy.Verdict.QUARANTINE else None
     if decision.verdict is policy.Verdict.REFUSE:   # recorded at once, spool or not: rare, and nothing to process
         del fields["dedupe_key"]
         return groupcommit.shared(engine).run(lambda session: store_refusal(session, fields, decision.reason, now))
@@ -129,14 +133,14 @@ def store(engine: Engine, assessment: Assessment, raw: bytes, now: datetime, spo
         spool.append(entry, raw)
         return result
     fields["raw"] = raw
-    return groupcommit.shared(engine).run(lambda session: store_message(session, fields, held, now))
+    return groupcommit.shared(engine).run(lambda session: store_message(session, fields, assessment.held, now))
 
 
 def spool_entry(assessment: Assessment) -> tuple[dict, IntakeResult]:
     """An accepted message's spool fields, and the answer once they (and the message) are in the spool."""
-    decision = assessment.decision
-    held = decision.reason if decision.verdict is policy.Verdict.QUARANTINE else None
-    result = IntakeResult("duplicate" if assessment.seen else "accepted", held or "stored", None, decision.rule)
+    held = assessment.held
+    result = IntakeResult("duplicate" if assessment.seen else "accepted", held or "stored", None,
+                          assessment.decision.rule)
     return {**assessment.fields, "held": held}, result
 
 
